@@ -1,0 +1,227 @@
+"""Typed configuration schema, registered in Hydra's ConfigStore.
+
+Every YAML file under ``conf/`` is merged onto these dataclasses, so a misspelled key or a value of the wrong
+type fails when the config is composed, with Hydra naming the key. Modules never read the config: the builders
+(``frcnn.modeling.build``, ``frcnn.data.build``, ``frcnn.engine``) map it to keyword arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+def _list(*values):
+    return field(default_factory=lambda: list(values))
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+@dataclass
+class BackboneConfig:
+    name: str = "vgg16"  # vgg16 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    pretrained: bool = False  # torchvision ImageNet weights (needs network access once, then cached)
+    weights: Optional[str] = None  # local state-dict file in torchvision's layout; wins over `pretrained`
+    # Normalisation in ResNets: frozen_bn (the paper's choice with ImageNet weights), bn (trainable, for training
+    # from scratch), gn (GroupNorm). Ignored by VGG16, which has none.
+    norm: str = "frozen_bn"
+    # Leading trunk parts whose parameters are frozen. VGG16: modules of `features` (10 = conv1_1..pool2, the
+    # conv1 and conv2 blocks, as in the paper and jwyang). ResNet: 1 = stem, 2 = stem + layer1 (jwyang, detectron2),
+    # 3 = .. + layer2. 0 trains everything. -1 keeps the default (VGG16: 10, ResNet: 2).
+    freeze_at: int = -1
+
+
+@dataclass
+class InputConfig:
+    min_size: List[int] = _list(600)  # shortest side; in training one value is drawn per batch
+    max_size: int = 1000  # longest side cap
+    pixel_mean: List[float] = _list(0.485, 0.456, 0.406)  # torchvision ImageNet statistics, RGB in [0, 1]
+    pixel_std: List[float] = _list(0.229, 0.224, 0.225)
+    size_divisible: int = 32  # padded batch height and width are multiples of this
+
+
+@dataclass
+class AnchorConfig:
+    scales: List[float] = _list(8.0, 16.0, 32.0)  # anchor side = stride * scale (for ratio 1)
+    ratios: List[float] = _list(0.5, 1.0, 2.0)  # height / width
+    stride: int = 16  # feature stride of the trunk (both backbones are 16)
+    offset: float = 0.5  # cell centre at (i + offset) * stride: 0.5 puts the first centre at (8, 8)
+
+
+@dataclass
+class TopNConfig:
+    train: int = 12000
+    test: int = 6000
+
+
+@dataclass
+class RPNConfig:
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    nms_thresh: float = 0.7
+    min_size: float = 16.0  # proposals narrower or shorter than this (original-image pixels) are dropped
+    pre_nms_top_n: TopNConfig = field(default_factory=lambda: TopNConfig(train=12000, test=6000))
+    post_nms_top_n: TopNConfig = field(default_factory=lambda: TopNConfig(train=2000, test=300))
+    allowed_border: float = 0.0  # anchors crossing the image border by more than this are ignored in training
+    smooth_l1_sigma: float = 3.0
+    conv_channels: int = 512  # width of the 3x3 conv; -1 uses the trunk's output channels
+
+
+@dataclass
+class ROIConfig:
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh_hi: float = 0.5
+    bg_iou_thresh_lo: float = 0.0
+    pooler: str = "align"  # align (torchvision roi_align) | pool (roi_pool)
+    pool_size: int = 7
+    sampling_ratio: int = 2  # roi_align samples per bin side; 0 = adaptive (ceil(roi_size / pool_size))
+    class_agnostic: bool = False
+    box_target_stds: List[float] = _list(0.1, 0.1, 0.2, 0.2)  # regression targets are divided by these
+    smooth_l1_sigma: float = 1.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.3
+    detections_per_img: int = 100
+
+
+@dataclass
+class ModelConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi: ROIConfig = field(default_factory=ROIConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+@dataclass
+class SplitPaths:
+    train: str = ""
+    val: str = ""
+    test: str = ""
+
+
+@dataclass
+class SplitLists:
+    train: List[str] = _list()
+    val: List[str] = _list()
+    test: List[str] = _list()
+
+
+@dataclass
+class ShapesConfig:
+    """The synthetic dataset generated into ``dataset.root`` on first use (``dataset=shapes``)."""
+
+    seed: int = 0
+    num_train: int = 400
+    num_val: int = 50
+    num_test: int = 100
+    image_min_side: int = 192  # image sides are drawn from [image_min_side, image_max_side]
+    image_max_side: int = 320
+    max_objects: int = 6
+    min_object_size: int = 16
+    max_object_size: int = 160
+    empty_fraction: float = 0.05  # share of images with no objects
+    difficult_fraction: float = 0.05  # share of objects marked difficult
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "shapes"
+    format: str = "voc"  # voc | coco: which loader reads the data
+    root: str = "data/shapes"
+    classes: List[str] = _list()  # label k (1..K) is classes[k-1]; empty = read from the COCO file / annotations
+    # VOC layout: entries "SUBDIR/SPLIT" read ROOT/SUBDIR/ImageSets/Main/SPLIT.txt (plain "SPLIT": ROOT itself).
+    sets: SplitLists = field(default_factory=SplitLists)
+    # COCO layout: instances json and image folder per split, both relative to root.
+    ann_file: SplitPaths = field(default_factory=SplitPaths)
+    img_dir: SplitPaths = field(default_factory=SplitPaths)
+    use_difficult: bool = False  # train on VOC objects marked difficult
+    keep_empty: bool = True  # keep training images that have no (usable) objects
+    metric: str = "voc_area"  # voc07 (11-point) | voc_area | coco
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+
+
+@dataclass
+class LoaderConfig:
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    aspect_grouping: bool = True  # batch landscape with landscape and portrait with portrait images
+    hflip_prob: float = 0.5
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength; 0 = off
+
+
+# ------------------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    max_iters: int = 70000
+    batch_size: int = 1
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    weight_decay_norm: float = 0.0  # on BatchNorm/GroupNorm parameters
+    weight_decay_bias: float = 0.0
+    bias_lr_factor: float = 1.0  # 2.0 reproduces the "double bias lr" of the Caffe recipes
+    schedule: str = "multistep"  # multistep | cosine
+    steps: List[int] = _list(50000)  # multistep: iterations where the lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0 = off
+    amp: str = "off"  # off | fp16 | bf16
+    channels_last: bool = False
+    cudnn_benchmark: bool = True
+    compile: bool = False  # torch.compile the trunk and the box head
+    seed: int = 0
+    log_period: int = 20
+    eval_period: int = 0  # 0 = only at the end
+    checkpoint_period: int = 5000
+    keep_checkpoints: int = 3
+    resume: str = ""  # "" (start fresh) | auto (the run dir's last.pt if any) | PATH
+    vis_images: int = 4  # images with predicted boxes written to TensorBoard at each evaluation
+
+
+@dataclass
+class TrainAppConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class EvalAppConfig:
+    checkpoint: str = "???"
+    split: str = "test"
+    batch_size: int = 2
+    # Optional replacements: everything else (model, classes) comes from the checkpoint.
+    dataset: Optional[DatasetConfig] = None
+    model: Any = None  # e.g. model.roi.score_thresh=0.0; merged onto the checkpoint's model config
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    amp: str = "off"
+    device: str = "auto"
+
+
+@dataclass
+class PredictAppConfig:
+    checkpoint: str = "???"
+    input: str = "???"  # an image file or a folder of images
+    output: str = "predictions"
+    score_thresh: float = 0.5  # boxes drawn and written at or above this score
+    amp: str = "off"
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainAppConfig)
+    cs.store(name="eval_schema", node=EvalAppConfig)
+    cs.store(name="predict_schema", node=PredictAppConfig)
+
+
+register_configs()

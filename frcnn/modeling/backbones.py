@@ -1,0 +1,153 @@
+"""Backbones split into a shared trunk (stride 16) and a per-ROI box head.
+
+- ``vgg16``: trunk = ``features`` up to conv5_3 + ReLU (the last max-pool dropped); head = fc6, fc7 of the VGG
+  classifier (so ImageNet weights load unchanged); ROI features must be 7 x 7 x 512.
+- ``resnet18..152`` in the C4 layout: trunk = stem, layer1..layer3; head = layer4 + global average pooling.
+
+Shapes: trunk ``[N, 3, H, W] -> [N, C, H / 16, W / 16]``; head ``[R, C, p, p] -> [R, D]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = ("vgg16",) + RESNETS
+# Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the
+# paper and jwyang), a ResNet's stem + layer1.
+DEFAULT_FREEZE_AT = {"vgg16": 10, **{name: 2 for name in RESNETS}}
+NORMS = ("frozen_bn", "bn", "gn")
+
+
+@dataclass
+class Backbone:
+    trunk: nn.Module
+    trunk_channels: int
+    box_head: nn.Module
+    representation_size: int
+    stride: int = 16
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file that does not fit the chosen backbone."""
+
+
+def build_backbone(
+    name: str, *, pretrained: bool = False, weights: Optional[str] = None, norm: str = "frozen_bn", freeze_at: int = -1
+) -> Backbone:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown backbone.norm {norm!r}; choose one of: {', '.join(NORMS)}")
+    model = _torchvision_model(name, norm)
+    if weights:
+        load_torchvision_weights(model, weights, name)
+    elif pretrained:
+        _load_imagenet_weights(model, name)
+    freeze_at = DEFAULT_FREEZE_AT[name] if freeze_at < 0 else freeze_at
+    return _split_vgg16(model, freeze_at) if name == "vgg16" else _split_resnet(model, freeze_at)
+
+
+def _torchvision_model(name: str, norm: str) -> nn.Module:
+    if name == "vgg16":
+        return torchvision.models.vgg16(weights=None)
+    norm_layer = {
+        "frozen_bn": FrozenBatchNorm2d,
+        "bn": nn.BatchNorm2d,
+        "gn": lambda channels: nn.GroupNorm(min(32, channels // 4), channels),
+    }[norm]
+    return getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+
+
+def load_torchvision_weights(model: nn.Module, path: str, name: str) -> None:
+    """Load a state dict in torchvision's layout for ``name``; errors name the file and the keys that do not fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsMismatchError(f"backbone.weights: file not found: {path}") from None
+    except Exception as error:  # unreadable, truncated, or a pickle that is more than tensors
+        raise WeightsMismatchError(f"backbone.weights: cannot read {path} as a state dict: {error}") from None
+    if not isinstance(state, dict):
+        raise WeightsMismatchError(f"backbone.weights: {path} holds a {type(state).__name__}, not a state dict")
+    expected = model.state_dict()
+    # FrozenBatchNorm2d has no num_batches_tracked buffer; torchvision's files do. Not a mismatch.
+    given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in set(given) & set(expected)
+        if given[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        raise WeightsMismatchError(
+            f"backbone.weights: {path} does not fit torchvision's {name}:"
+            + _key_list(" missing keys", missing)
+            + _key_list(" unexpected keys", unexpected)
+            + _key_list(" wrong shapes", wrong_shape)
+        )
+    model.load_state_dict(given, strict=False)
+
+
+def _key_list(title: str, keys) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+    return f"\n {title}: {shown}"
+
+
+def _load_imagenet_weights(model: nn.Module, name: str) -> None:
+    weights_enum = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    try:
+        state = weights_enum.get_state_dict(progress=False)
+    except Exception as error:  # no network, proxy, corrupt cache
+        raise RuntimeError(
+            f"could not fetch torchvision's ImageNet weights for {name} ({error}); download them where the "
+            f"network works, or set backbone.weights=PATH to a local state-dict file"
+        ) from None
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=False)
+
+
+def _freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def _split_vgg16(model: nn.Module, freeze_at: int) -> Backbone:
+    trunk = nn.Sequential(*list(model.features)[:30])  # conv1_1 .. relu5_3; pool5 replaced by ROI pooling
+    for layer in list(trunk)[:freeze_at]:
+        _freeze(layer)
+    head = nn.Sequential(nn.Flatten(), *list(model.classifier)[:-1])  # fc6, relu, dropout, fc7, relu, dropout
+    return Backbone(trunk=trunk, trunk_channels=512, box_head=head, representation_size=4096)
+
+
+class ResNetC4Head(nn.Module):
+    """layer4 on each ROI, then global average pooling: ``[R, C, p, p] -> [R, D]``."""
+
+    def __init__(self, layer4: nn.Module):
+        super().__init__()
+        self.layer4 = layer4
+
+    def forward(self, x):
+        return self.layer4(x).mean(dim=(2, 3))
+
+
+def _split_resnet(model: nn.Module, freeze_at: int) -> Backbone:
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    parts = [stem, model.layer1, model.layer2, model.layer3]
+    for part in parts[:freeze_at]:
+        _freeze(part)
+    trunk = nn.Sequential(*parts)
+    trunk_channels = _out_channels(model.layer3)
+    head = ResNetC4Head(model.layer4)
+    return Backbone(trunk, trunk_channels, head, representation_size=_out_channels(model.layer4))
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    last_block = layer[-1]  # Bottleneck ends in conv3, BasicBlock in conv2
+    return (getattr(last_block, "conv3", None) or last_block.conv2).out_channels

@@ -1,0 +1,113 @@
+"""On-device input preparation: normalise, resize, pad, and bring targets into network-input pixels.
+
+Shapes: N images of any sizes (3, H_i, W_i) -> one padded batch ``[N, 3, H_pad, W_pad]``; G ground-truth slots.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from frcnn.modeling.structures import GroundTruth, ImageBatch
+
+# Padding slots of the ground truth hold this box so that box coding against them stays finite.
+_PAD_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+class Preprocessor(nn.Module):
+    def __init__(
+        self,
+        *,
+        min_size: Sequence[int],
+        max_size: int,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisible: int = 32,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if not min_size:
+            raise ValueError("model.input.min_size needs at least one size")
+        self.min_size = tuple(int(s) for s in min_size)
+        self.max_size = int(max_size)
+        self.size_divisible = size_divisible
+        self.channels_last = channels_last
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def forward(
+        self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    ) -> Tuple[ImageBatch, Optional[GroundTruth]]:
+        if len(images) == 0:
+            raise ValueError("the model needs at least one image")
+        shortest = self._draw_min_size()
+        device = self.pixel_mean.device
+        resized, original_sizes, scales = [], [], []
+        for image in images:
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"expected images of shape [3, H, W], got {tuple(image.shape)}")
+            image = image.to(device, non_blocking=True)
+            height, width = image.shape[-2:]
+            new_height, new_width = self.resized_size(height, width, shortest)
+            resized.append(self._normalize_and_resize(image, new_height, new_width))
+            original_sizes.append((height, width))
+            scales.append((new_height / height, new_width / width))
+        tensor = self._pad(resized)
+        batch = ImageBatch(
+            tensor=tensor,
+            image_sizes=torch.tensor([r.shape[-2:] for r in resized], dtype=torch.int64).to(device, non_blocking=True),
+            scales=torch.tensor(scales, dtype=torch.float32).to(device, non_blocking=True),
+            original_sizes=original_sizes,
+        )
+        gt = self._ground_truth(targets, batch.scales) if targets is not None else None
+        return batch, gt
+
+    def _draw_min_size(self) -> int:
+        if self.training and len(self.min_size) > 1:
+            # Multi-scale training: one size per batch, from torch's seeded CPU generator (no device sync).
+            return self.min_size[int(torch.randint(len(self.min_size), (1,)))]
+        return self.min_size[-1]
+
+    def resized_size(self, height: int, width: int, shortest: int) -> Tuple[int, int]:
+        """Shortest side to ``shortest``, unless the longest side would then exceed ``max_size``."""
+        scale = shortest / min(height, width)
+        if max(height, width) * scale > self.max_size:
+            scale = self.max_size / max(height, width)
+        return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+    def _normalize_and_resize(self, image: Tensor, height: int, width: int) -> Tensor:
+        # uint8 images (what the data loader ships: 4x less to copy) are scaled here; floats are taken as [0, 1].
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        return (image - self.pixel_mean) / self.pixel_std
+
+    def _pad(self, images: List[Tensor]) -> Tensor:
+        divisor = self.size_divisible
+        max_height = max(img.shape[-2] for img in images)
+        max_width = max(img.shape[-1] for img in images)
+        max_height = (max_height + divisor - 1) // divisor * divisor
+        max_width = (max_width + divisor - 1) // divisor * divisor
+        batch = images[0].new_zeros(len(images), 3, max_height, max_width)
+        for slot, image in zip(batch, images):
+            slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _ground_truth(self, targets: List[Dict[str, Tensor]], scales: Tensor) -> GroundTruth:
+        device = scales.device
+        slots = max(1, max(int(t["boxes"].shape[0]) for t in targets))
+        boxes = torch.tensor(_PAD_BOX, device=device).repeat(len(targets), slots, 1)
+        labels = torch.zeros(len(targets), slots, dtype=torch.int64, device=device)
+        valid = torch.zeros(len(targets), slots, dtype=torch.bool, device=device)
+        for i, target in enumerate(targets):
+            count = target["boxes"].shape[0]
+            if count:
+                boxes[i, :count] = target["boxes"].to(device, torch.float32, non_blocking=True).reshape(-1, 4)
+                labels[i, :count] = target["labels"].to(device, torch.int64, non_blocking=True)
+                valid[i, :count] = True
+        scale_xyxy = scales[:, [1, 0, 1, 0]].unsqueeze(1)  # (sx, sy, sx, sy)
+        boxes = torch.where(valid.unsqueeze(-1), boxes * scale_xyxy, boxes)
+        return GroundTruth(boxes=boxes, labels=labels, valid=valid)

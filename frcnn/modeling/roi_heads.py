@@ -1,0 +1,190 @@
+"""The detection (R-CNN) head: ROI sampling, ROI pooling, box head, losses and inference.
+
+Shapes: N images, P proposals per image, G ground-truth slots, S sampled ROIs per image (training),
+R = N * S (or N * P at inference) pooled regions, K object classes (labels 1..K, 0 = background).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, roi_align, roi_pool
+
+from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
+from frcnn.modeling.losses import masked_mean, smooth_l1
+from frcnn.modeling.matcher import Matcher
+from frcnn.modeling.sampling import gather_selected, sample_balanced
+from frcnn.modeling.structures import GroundTruth, ImageBatch
+
+
+class BoxPredictor(nn.Module):
+    """Class scores ``[R, K + 1]`` and box deltas ``[R, K, 4]`` (``[R, 1, 4]`` when class-agnostic)."""
+
+    def __init__(self, *, in_features: int, num_classes: int, class_agnostic: bool):
+        super().__init__()
+        self.num_box_outputs = 1 if class_agnostic else num_classes
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_features, self.num_box_outputs * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x).view(x.shape[0], self.num_box_outputs, 4)
+
+
+class ROIHeads(nn.Module):
+    def __init__(
+        self,
+        *,
+        box_head: nn.Module,
+        representation_size: int,
+        num_classes: int,
+        spatial_scale: float,
+        pooler: str = "align",
+        pool_size: int = 7,
+        sampling_ratio: int = 2,
+        class_agnostic: bool = False,
+        batch_size_per_image: int = 128,
+        positive_fraction: float = 0.25,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh_hi: float = 0.5,
+        bg_iou_thresh_lo: float = 0.0,
+        box_target_stds=(0.1, 0.1, 0.2, 0.2),
+        smooth_l1_sigma: float = 1.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_img: int = 100,
+    ):
+        super().__init__()
+        if pooler not in ("align", "pool"):
+            raise ValueError(f"model.roi.pooler must be 'align' or 'pool', got {pooler!r}")
+        if not bg_iou_thresh_lo <= bg_iou_thresh_hi <= fg_iou_thresh:
+            raise ValueError(
+                "ROI thresholds must satisfy bg_iou_thresh_lo <= bg_iou_thresh_hi <= fg_iou_thresh, got "
+                f"{bg_iou_thresh_lo}, {bg_iou_thresh_hi}, {fg_iou_thresh}"
+            )
+        self.box_head = box_head
+        self.predictor = BoxPredictor(
+            in_features=representation_size, num_classes=num_classes, class_agnostic=class_agnostic
+        )
+        self.num_classes = num_classes
+        self.spatial_scale = spatial_scale
+        self.pooler = pooler
+        self.pool_size = pool_size
+        self.sampling_ratio = sampling_ratio
+        # [lo, hi) -> background, >= fg -> foreground, the rest (below lo, or between hi and fg) ignored.
+        self.matcher = Matcher(
+            (bg_iou_thresh_lo, bg_iou_thresh_hi, fg_iou_thresh), (-1, 0, -1, 1), allow_low_quality_matches=False
+        )
+        self.box_coder = BoxCoder.from_stds(box_target_stds)
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.smooth_l1_sigma = smooth_l1_sigma
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+
+    def forward(
+        self,
+        features: Tensor,
+        proposals: Tensor,
+        proposal_valid: Tensor,
+        batch: ImageBatch,
+        gt: Optional[GroundTruth] = None,
+    ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
+        """Training: ``(None, losses)``. Inference: ``(detections per image in network-input pixels, {})``."""
+        if self.training:
+            if gt is None:
+                raise ValueError("the ROI head needs ground truth in training mode")
+            return None, self.losses(features, proposals, proposal_valid, gt)
+        return self.detect(features, proposals, proposal_valid, batch), {}
+
+    # ------------------------------------------------------------------------------------------------- shared
+    def pool(self, features: Tensor, rois: Tensor) -> Tensor:
+        """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels)."""
+        num_images, per_image = rois.shape[:2]
+        image_index = torch.arange(num_images, device=rois.device, dtype=rois.dtype).repeat_interleave(per_image)
+        rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1).to(features.dtype)
+        if self.pooler == "align":
+            # aligned=True: pixel centres at +0.5, the right thing for continuous box coordinates.
+            return roi_align(
+                features, rois_with_index, self.pool_size, self.spatial_scale, self.sampling_ratio, aligned=True
+            )
+        return roi_pool(features, rois_with_index, self.pool_size, self.spatial_scale)
+
+    def predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
+        pred_logits, pred_deltas = self.predictor(self.box_head(self.pool(features, rois)))
+        return pred_logits.float(), pred_deltas.float()
+
+    # ------------------------------------------------------------------------------------------------ training
+    def sample(self, proposals: Tensor, proposal_valid: Tensor, gt: GroundTruth):
+        """Choose S ROIs per image among proposals + ground truth; returns ROIs and their targets."""
+        candidates = torch.cat([proposals, gt.boxes], dim=1)  # ground truth joins the proposals (paper, jwyang)
+        candidate_valid = torch.cat([proposal_valid, gt.valid], dim=1)
+        iou = batched_box_iou(candidates, gt.boxes)  # [N, P + G, G]
+        matched_gt, labels, _ = self.matcher(iou, gt.valid, candidate_valid)
+        positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
+        index, sampled = gather_selected(positive | negative, self.batch_size_per_image)  # [N, S]
+
+        rois = candidates.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+        roi_gt = matched_gt.gather(1, index)
+        foreground = positive.gather(1, index) & sampled
+        gt_labels = gt.labels.gather(1, roi_gt)
+        roi_labels = torch.where(foreground, gt_labels, torch.zeros_like(gt_labels))
+        gt_boxes = gt.boxes.gather(1, roi_gt.unsqueeze(-1).expand(-1, -1, 4))
+        return rois, sampled, roi_labels, foreground, self.box_coder.encode(rois, gt_boxes)
+
+    def losses(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, gt: GroundTruth):
+        rois, sampled, roi_labels, foreground, target_deltas = self.sample(proposals, proposal_valid, gt)
+        pred_logits, pred_deltas = self.predict(features, rois.detach())
+        sampled, roi_labels, foreground = sampled.reshape(-1), roi_labels.reshape(-1), foreground.reshape(-1)
+        # Regression of the ground-truth class only (or of the single class-agnostic box).
+        box_slot = (roi_labels - 1).clamp(min=0) if pred_deltas.shape[1] > 1 else torch.zeros_like(roi_labels)
+        pred_box = pred_deltas.gather(1, box_slot.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
+        num_sampled = sampled.sum()  # both losses averaged over sampled ROIs (jwyang, detectron2)
+        return {
+            "loss_rcnn_cls": masked_mean(F.cross_entropy(pred_logits, roi_labels, reduction="none"), sampled, num_sampled),
+            "loss_rcnn_box": masked_mean(
+                smooth_l1(pred_box, target_deltas.reshape(-1, 4), self.smooth_l1_sigma), foreground, num_sampled
+            ),
+        }
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch):
+        num_images, per_image = proposals.shape[:2]
+        pred_logits, pred_deltas = self.predict(features, proposals)
+        scores = F.softmax(pred_logits, dim=1)[:, 1:]  # [N * P, K]
+        boxes = self.box_coder.decode(pred_deltas, proposals.reshape(-1, 1, 4))  # [N * P, K or 1, 4]
+        boxes = boxes.expand(-1, self.num_classes, 4).reshape(num_images, -1, 4)
+        boxes = clip_boxes(boxes, batch.image_sizes).reshape(-1, 4)  # [N * P * K, 4]
+        scores = scores.reshape(-1)
+        labels = torch.arange(1, self.num_classes + 1, device=boxes.device).repeat(num_images * per_image)
+        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(per_image * self.num_classes)
+
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        proposal_ok = proposal_valid.reshape(-1).repeat_interleave(self.num_classes)
+        keep = (scores > self.score_thresh) & proposal_ok & (widths > 1e-2) & (heights > 1e-2)
+        boxes, scores, labels, image_index = boxes[keep], scores[keep], labels[keep], image_index[keep]
+        # Per-class NMS within each image, all images in one call.
+        keep = batched_nms(boxes, scores, image_index * (self.num_classes + 1) + labels, self.nms_thresh)
+        keep = _first_per_group(keep, image_index[keep], self.detections_per_img)
+        boxes, scores, labels, image_index = boxes[keep], scores[keep], labels[keep], image_index[keep]
+        counts = torch.bincount(image_index, minlength=num_images).tolist()
+        return [
+            {"boxes": b, "scores": s, "labels": lab}
+            for b, s, lab in zip(boxes.split(counts), scores.split(counts), labels.split(counts))
+        ]
+
+
+def _first_per_group(keep: Tensor, group: Tensor, count: int) -> Tensor:
+    """Entries of ``keep`` (in order) whose rank inside their group is below ``count``, sorted by group."""
+    order = torch.sort(group, stable=True).indices
+    keep, group = keep[order], group[order]
+    per_group = torch.bincount(group)
+    first = torch.cumsum(per_group, 0) - per_group
+    rank = torch.arange(keep.numel(), device=keep.device) - first[group]
+    return keep[rank < count]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: sets up .venv on a fresh machine, then runs the test suite.
+#   bash scripts/test.sh            fast suite (under ~10 minutes on 2 CPU cores)
+#   bash scripts/test.sh --slow     only the slow tests (end-to-end training until the model detects)
+#   bash scripts/test.sh --all      everything
+# Extra arguments go to pytest, e.g. bash scripts/test.sh tests/modeling -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+MARK=(-m "not slow")
+case "${1:-}" in
+  --slow) MARK=(-m "slow"); shift ;;
+  --all) MARK=(-m "slow or not slow"); shift ;;
+esac
+exec .venv/bin/python -m pytest "${MARK[@]}" "$@"
