@@ -128,7 +128,8 @@ class ROIHeads(nn.Module):
         iou = batched_box_iou(candidates, gt.boxes)  # [N, P + G, G]
         matched_gt, labels, _ = self.matcher(iou, gt.valid, candidate_valid)
         positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
-        index, sampled = gather_selected(positive | negative, self.batch_size_per_image)  # [N, S]
+        slots = min(self.batch_size_per_image, candidates.shape[1])  # S: never more ROIs than candidates
+        index, sampled = gather_selected(positive | negative, slots)  # [N, S]
 
         rois = candidates.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
         roi_gt = matched_gt.gather(1, index)
