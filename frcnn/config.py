@@ -29,6 +29,9 @@ class BackboneConfig:
     # conv1 and conv2 blocks, as in the paper and jwyang). ResNet: 1 = stem, 2 = stem + layer1 (jwyang, detectron2),
     # 3 = .. + layer2. 0 trains everything. -1 keeps the default (VGG16: 10, ResNet: 2).
     freeze_at: int = -1
+    # ResNets trained from scratch only: every stage's channel count is multiplied by this (the CPU demo's
+    # narrow trunk). 1.0 = torchvision's architecture, which pretrained weights need.
+    width: float = 1.0
 
 
 @dataclass
@@ -131,24 +134,26 @@ class ShapesConfig:
 class DatasetConfig:
     name: str = "shapes"
     format: str = "voc"  # voc | coco: which loader reads the data
-    root: str = "data/shapes"
+    # Every conf/dataset/*.yaml sets it, except the *_custom ones: there it must be given (dataset.root=PATH).
+    # It is "???" (missing) here because a "???" in a yaml cannot replace a default when the configs merge.
+    root: str = "???"
     classes: List[str] = _list()  # label k (1..K) is classes[k-1]; empty = read from the COCO file / annotations
     # VOC layout: entries "SUBDIR/SPLIT" read ROOT/SUBDIR/ImageSets/Main/SPLIT.txt (plain "SPLIT": ROOT itself).
     sets: SplitLists = field(default_factory=SplitLists)
     # COCO layout: instances json and image folder per split, both relative to root.
     ann_file: SplitPaths = field(default_factory=SplitPaths)
     img_dir: SplitPaths = field(default_factory=SplitPaths)
-    use_difficult: bool = False  # train on VOC objects marked difficult
-    keep_empty: bool = True  # keep training images that have no (usable) objects
+    use_difficult: bool = False  # train on objects marked difficult (evaluation always sees them, flagged)
+    keep_empty: bool = True  # keep training images that have no (usable) objects; evaluation keeps every image
     metric: str = "voc_area"  # voc07 (11-point) | voc_area | coco
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
 
 
 @dataclass
 class LoaderConfig:
-    num_workers: int = 2
-    pin_memory: bool = True
-    persistent_workers: bool = True
+    num_workers: int = 2  # 0 = load in the main process (fastest on a busy 2-core CPU machine)
+    pin_memory: bool = True  # only takes effect when CUDA is available
+    persistent_workers: bool = True  # only with num_workers > 0
     aspect_grouping: bool = True  # batch landscape with landscape and portrait with portrait images
     hflip_prob: float = 0.5
     color_jitter: float = 0.0  # brightness/contrast/saturation strength; 0 = off
@@ -182,6 +187,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str = ""  # "" (start fresh) | auto (the run dir's last.pt if any) | PATH
     vis_images: int = 4  # images with predicted boxes written to TensorBoard at each evaluation
+    eval_split: str = "val"  # split evaluated during and at the end of training (metrics.json)
+    eval_batch_size: int = 2
+    progress_bar: bool = True  # tqdm bar on the console (log lines go to train.log and the console either way)
 
 
 @dataclass
@@ -194,16 +202,33 @@ class TrainAppConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
+def _override_slots(schema) -> dict:
+    """The keys of ``schema`` (a dataclass), nested, with every leaf None: a typo-proof slot for overrides.
+
+    ``frcnn-eval``/``frcnn-predict`` take ``model.*`` and ``dataset.*`` overrides that are merged onto the config
+    stored in the checkpoint, so only the keys a user sets may count; a dict of None leaves lets Hydra refuse a
+    misspelled key (struct mode) while telling the given values (not None) from the untouched ones. Values are
+    type-checked when merged onto the schema (frcnn.engine.checkpoint_config).
+    """
+    from omegaconf import OmegaConf
+
+    def nulls(node):
+        return {key: nulls(value) if isinstance(value, dict) else None for key, value in node.items()}
+
+    return nulls(OmegaConf.to_container(OmegaConf.structured(schema)))
+
+
 @dataclass
 class EvalAppConfig:
     checkpoint: str = "???"
     split: str = "test"
     batch_size: int = 2
-    # Optional replacements: everything else (model, classes) comes from the checkpoint.
-    dataset: Optional[DatasetConfig] = None
-    model: Any = None  # e.g. model.roi.score_thresh=0.0; merged onto the checkpoint's model config
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
-    amp: str = "off"
+    # Everything else (model, classes, dataset) comes from the checkpoint. `dataset=<group>` replaces the
+    # checkpoint's dataset config; `dataset.KEY=...` / `model.KEY=...` change single keys of it.
+    dataset: Any = field(default_factory=lambda: _override_slots(DatasetConfig))
+    model: Any = field(default_factory=lambda: _override_slots(ModelConfig))
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(num_workers=2, persistent_workers=False))
+    amp: str = "off"  # off | fp16 (CUDA) | bf16
     device: str = "auto"
 
 
@@ -213,6 +238,8 @@ class PredictAppConfig:
     input: str = "???"  # an image file or a folder of images
     output: str = "predictions"
     score_thresh: float = 0.5  # boxes drawn and written at or above this score
+    batch_size: int = 1
+    model: Any = field(default_factory=lambda: _override_slots(ModelConfig))  # e.g. model.roi.nms_thresh=0.5
     amp: str = "off"
     device: str = "auto"
 

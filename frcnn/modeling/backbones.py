@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -38,13 +39,21 @@ class WeightsMismatchError(ValueError):
 
 
 def build_backbone(
-    name: str, *, pretrained: bool = False, weights: Optional[str] = None, norm: str = "frozen_bn", freeze_at: int = -1
+    name: str,
+    *,
+    pretrained: bool = False,
+    weights: Optional[str] = None,
+    norm: str = "frozen_bn",
+    freeze_at: int = -1,
+    width: float = 1.0,
 ) -> Backbone:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     if norm not in NORMS:
         raise ValueError(f"unknown backbone.norm {norm!r}; choose one of: {', '.join(NORMS)}")
-    model = _torchvision_model(name, norm)
+    if width != 1.0 and (name == "vgg16" or pretrained or weights):
+        raise ValueError("backbone.width != 1 needs a ResNet trained from scratch (no pretrained weights)")
+    model = _torchvision_model(name, norm, width)
     if weights:
         load_torchvision_weights(model, weights, name)
     elif pretrained:
@@ -53,7 +62,7 @@ def build_backbone(
     return _split_vgg16(model, freeze_at) if name == "vgg16" else _split_resnet(model, freeze_at)
 
 
-def _torchvision_model(name: str, norm: str) -> nn.Module:
+def _torchvision_model(name: str, norm: str, width: float = 1.0) -> nn.Module:
     if name == "vgg16":
         return torchvision.models.vgg16(weights=None)
     norm_layer = {
@@ -61,7 +70,40 @@ def _torchvision_model(name: str, norm: str) -> nn.Module:
         "bn": nn.BatchNorm2d,
         "gn": lambda channels: nn.GroupNorm(min(32, channels // 4), channels),
     }[norm]
+    if width != 1.0:
+        return NarrowResNet(*_RESNET_BLOCKS[name], width=width, norm_layer=norm_layer)
     return getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+
+
+_RESNET_BLOCKS = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (Bottleneck, [3, 4, 23, 3]),
+    "resnet152": (Bottleneck, [3, 8, 36, 3]),
+}
+
+
+class NarrowResNet(ResNet):
+    """torchvision's ResNet with every stage's width scaled: a cheap trunk for training from scratch on a CPU."""
+
+    def __init__(self, block, layers, *, width: float, norm_layer):
+        super().__init__(block, layers, norm_layer=norm_layer)
+        planes = [max(8, int(round(p * width))) for p in (64, 128, 256, 512)]
+        self.inplanes = planes[0]
+        self.conv1 = nn.Conv2d(3, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(planes[0])
+        self.layer1 = self._make_layer(block, planes[0], layers[0])
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+        self.fc = nn.Linear(planes[3] * block.expansion, 1000)
+        for module in self.modules():  # torchvision's initialisation, for the rebuilt layers
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
 
 def load_torchvision_weights(model: nn.Module, path: str, name: str) -> None:

@@ -26,6 +26,7 @@ def build_model(cfg, *, channels_last: bool = False) -> FasterRCNN:
         weights=cfg.backbone.weights,
         norm=cfg.backbone.norm,
         freeze_at=cfg.backbone.freeze_at,
+        width=cfg.backbone.width,
     )
     if cfg.backbone.name == "vgg16" and m.roi.pool_size != 7:
         raise ValueError(f"vgg16's fc6 takes 7x7 ROI features: set model.roi.pool_size=7 (got {m.roi.pool_size})")

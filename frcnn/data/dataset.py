@@ -1,0 +1,190 @@
+"""The dataset object both loaders (VOC, COCO) produce.
+
+All annotations are read and validated when the dataset is built, then packed into flat NumPy arrays (one row per
+object, ``offsets[i]:offsets[i+1]`` for image ``i``): DataLoader workers never parse annotation files, and the
+arrays are shared copy-on-write with forked workers instead of one Python object per box.
+
+Item ``i`` is ``(image, target)``:
+  image   uint8 tensor [3, H, W], RGB, at the file's own size (the model resizes)
+  target  boxes      float32 [M, 4] (x1, y1, x2, y2), continuous 0-based pixels of this image, after the flip
+          labels     int64 [M] in 1..K (label k is ``classes[k-1]``)
+          difficult  bool [M] (all False in training unless ``use_difficult``)
+          image_id   the split file's id string (VOC, e.g. "000005") or the json's int id (COCO)
+          index      int, ``i``
+          orig_size  (H, W) ints of the decoded image
+In training (``train=True``) objects marked difficult (unless ``use_difficult``) and COCO crowd regions are left
+out of the target; otherwise the target holds every object.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from frcnn.data.decode import read_image
+from frcnn.data.errors import warn
+from frcnn.data.transforms import TrainTransform
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageRecord:
+    """One image's annotations as read from disk (boxes already converted, clipped and filtered)."""
+
+    image_id: Any
+    path: str
+    height: int
+    width: int
+    boxes: np.ndarray  # float32 [M, 4] continuous 0-based xyxy
+    labels: np.ndarray  # int64 [M], 1..K
+    difficult: np.ndarray  # bool [M]
+    crowd: np.ndarray = field(default=None)  # bool [M] (COCO iscrowd); None = all False
+    source: str = ""  # annotation file, for messages
+
+
+def clip_and_filter(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Clip xyxy boxes to [0, W] x [0, H]. Returns (clipped boxes, keep mask of boxes with positive area,
+    number of boxes that had to be clipped)."""
+    if len(boxes) == 0:
+        return boxes, np.zeros(0, dtype=bool), 0
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
+    changed = int(np.any(clipped != boxes, axis=1).sum())
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped, keep, changed
+
+
+class DetectionDataset(Dataset):
+    """Map-style dataset over packed :class:`ImageRecord` s; see the module docstring for the item contract."""
+
+    format: str = ""
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        *,
+        classes: Sequence[str],
+        train: bool,
+        use_difficult: bool = False,
+        keep_empty: bool = True,
+        hflip_prob: float = 0.5,
+        color_jitter: float = 0.0,
+        name: str = "",
+    ) -> None:
+        self.classes = list(classes)
+        self.name = name
+        self.train = bool(train)
+        self.use_difficult = bool(use_difficult)
+        if self.train and not keep_empty:
+            before = len(records)
+            records = [r for r in records if self._train_keep(r).any()]
+            if len(records) < before:
+                logger.info("%s: left out %d of %d training images that have no object to train on "
+                            "(dataset.keep_empty=false)", name, before - len(records), before)
+        if not records:
+            raise ValueError(f"dataset {name!r} has no images" + ("" if keep_empty or not train else
+                             " with usable objects (dataset.keep_empty=false dropped every image)"))
+        self._pack(records)
+        self.transform = TrainTransform(hflip_prob=hflip_prob, color_jitter=color_jitter) if self.train else None
+
+    # ------------------------------------------------------------------------------------------------ packing
+    def _train_keep(self, r: ImageRecord) -> np.ndarray:
+        keep = np.ones(len(r.labels), dtype=bool)
+        if r.crowd is not None:
+            keep &= ~r.crowd
+        if not self.use_difficult:
+            keep &= ~r.difficult
+        return keep
+
+    def _pack(self, records: Sequence[ImageRecord]) -> None:
+        counts = np.array([len(r.labels) for r in records], dtype=np.int64)
+        self._offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._offsets[1:])
+        cat = lambda arrays, shape, dtype: (np.concatenate(arrays).astype(dtype, copy=False)
+                                            if len(arrays) else np.zeros(shape, dtype))
+        self._boxes = cat([r.boxes.reshape(-1, 4) for r in records], (0, 4), np.float32)
+        self._labels = cat([r.labels for r in records], (0,), np.int64)
+        self._difficult = cat([r.difficult for r in records], (0,), bool)
+        self._crowd = cat([r.crowd if r.crowd is not None else np.zeros(len(r.labels), bool) for r in records],
+                          (0,), bool)
+        self._train_mask = ~self._crowd & (self.use_difficult | ~self._difficult)
+        self._heights = np.array([r.height for r in records], dtype=np.int64)
+        self._widths = np.array([r.width for r in records], dtype=np.int64)
+        self._paths = np.array([r.path for r in records], dtype=np.str_)
+        self.image_ids = [r.image_id for r in records]
+
+    # ------------------------------------------------------------------------------------------- metadata
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def image_path(self, i: int) -> str:
+        return str(self._paths[i])
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` from the annotations (the image is not decoded)."""
+        return int(self._heights[i]), int(self._widths[i])
+
+    def aspect_groups(self) -> np.ndarray:
+        """int64 [N]: 0 for landscape (W >= H) images, 1 for portrait, from the annotations' sizes."""
+        return (self._heights > self._widths).astype(np.int64)
+
+    def ground_truth(self, i: int) -> dict:
+        """Every object of image ``i`` (difficult ones and COCO crowd regions too, both flagged ``difficult``)
+        in its original coordinates: dict(image_id, boxes float32 [M,4], labels int64 [M], difficult bool [M])."""
+        s, e = self._offsets[i], self._offsets[i + 1]
+        return {
+            "image_id": self.image_ids[i],
+            "boxes": torch.from_numpy(self._boxes[s:e].copy()),
+            "labels": torch.from_numpy(self._labels[s:e].copy()),
+            "difficult": torch.from_numpy(self._difficult[s:e] | self._crowd[s:e]),
+        }
+
+    # ----------------------------------------------------------------------------------------------- items
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
+        path = self.image_path(i)
+        image = read_image(path)
+        s, e = self._offsets[i], self._offsets[i + 1]
+        boxes = self._boxes[s:e]
+        labels = self._labels[s:e]
+        difficult = self._difficult[s:e] | self._crowd[s:e]
+        if self.train:
+            keep = self._train_mask[s:e]
+            boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
+        boxes = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))
+        height, width = int(image.shape[1]), int(image.shape[2])
+        if (height, width) != self.image_size(i):
+            warn(f"image {path} is {width}x{height} but its annotation says "
+                 f"{self._widths[i]}x{self._heights[i]}; boxes are clipped to the image")
+            boxes[:, 0::2].clamp_(0, width)
+            boxes[:, 1::2].clamp_(0, height)
+            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, labels, difficult = boxes[ok], labels[ok.numpy()], difficult[ok.numpy()]
+        if self.transform is not None:
+            image, boxes = self.transform(image, boxes)
+        target = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+            "difficult": torch.from_numpy(np.ascontiguousarray(difficult, dtype=bool)),
+            "image_id": self.image_ids[i],
+            "index": int(i),
+            "orig_size": (height, width),
+        }
+        return image, target
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, images={len(self)}, "
+                f"objects={len(self._labels)}, classes={len(self.classes)}, train={self.train})")

@@ -1,0 +1,86 @@
+"""Batching: the detection collate, an infinite seeded (aspect-grouped) batch sampler for training, and the
+DataLoader settings (workers, pinned memory, persistent workers) from ``LoaderConfig``.
+
+Training is counted in iterations, so the training batch sampler never ends: it walks seeded permutations of the
+dataset, one after another, and (with aspect grouping) puts each index into its orientation's bucket, yielding a
+bucket as soon as it holds ``batch_size`` indices. Every batch is therefore all landscape (W >= H) or all
+portrait, which keeps the padded batch small. Orientation comes from the annotations' sizes: no image is decoded.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def collate(batch):
+    """[(image, target), ...] -> (list of images, list of targets): torchvision's detection contract."""
+    images, targets = zip(*batch) if batch else ((), ())
+    return list(images), list(targets)
+
+
+class InfiniteGroupedBatchSampler(Sampler):
+    """Yields lists of ``batch_size`` dataset indices forever.
+
+    group_ids: int per index (e.g. 0 landscape, 1 portrait); batches only hold indices of one group. ``None``
+    mixes all indices. The order is fixed by ``seed``; ``start_iter`` skips that many batches (resuming).
+    """
+
+    def __init__(self, group_ids: Optional[Sequence[int]], num_samples: int, *, batch_size: int, seed: int = 0,
+                 start_iter: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_samples < 1:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.group_ids = None if group_ids is None else np.asarray(group_ids, dtype=np.int64)
+        if self.group_ids is not None and len(self.group_ids) != num_samples:
+            raise ValueError("group_ids must have one entry per sample")
+        self.num_samples = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.start_iter = int(start_iter)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        buckets: dict[int, list[int]] = {}
+        produced = 0
+        while True:
+            for index in torch.randperm(self.num_samples, generator=generator).tolist():
+                key = 0 if self.group_ids is None else int(self.group_ids[index])
+                bucket = buckets.setdefault(key, [])
+                bucket.append(index)
+                if len(bucket) == self.batch_size:
+                    buckets[key] = []
+                    if produced >= self.start_iter:
+                        yield bucket
+                    produced += 1
+
+
+def _loader_kwargs(loader_cfg) -> dict:
+    workers = int(getattr(loader_cfg, "num_workers", 0) or 0)
+    kwargs = dict(
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=bool(getattr(loader_cfg, "pin_memory", False)) and torch.cuda.is_available(),
+    )
+    if workers > 0:
+        kwargs["persistent_workers"] = bool(getattr(loader_cfg, "persistent_workers", False))
+    return kwargs
+
+
+def make_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_iter: int = 0) -> DataLoader:
+    """Infinite DataLoader of (images, targets) batches, aspect-grouped when ``loader_cfg.aspect_grouping``."""
+    group_ids = dataset.aspect_groups() if getattr(loader_cfg, "aspect_grouping", True) else None
+    sampler = InfiniteGroupedBatchSampler(group_ids, len(dataset), batch_size=batch_size, seed=seed,
+                                          start_iter=start_iter)
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))  # seeds the workers' torch RNG (flips, jitter) reproducibly
+    return DataLoader(dataset, batch_sampler=sampler, generator=generator, **_loader_kwargs(loader_cfg))
+
+
+def make_test_loader(dataset, *, batch_size: int, loader_cfg) -> DataLoader:
+    """Finite DataLoader visiting every image exactly once, in index order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, **_loader_kwargs(loader_cfg))
