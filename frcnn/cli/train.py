@@ -1,0 +1,31 @@
+"""frcnn-train [overrides]: train a detector; the run directory is Hydra's (hydra.run.dir, one per job with -m).
+
+Returns the final metric (mAP, or AP for COCO) so Hydra sweepers can optimise it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig
+
+import frcnn  # noqa: F401  (registers the config schemas)
+from frcnn.cli._common import CONFIG_PATH, fail, run_dir
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> Optional[float]:
+    from frcnn.data.errors import DataError
+    from frcnn.engine.checkpoint import CheckpointError
+    from frcnn.engine.logger import primary_metric
+    from frcnn.engine.trainer import NonFiniteLossError, train
+
+    try:
+        metrics = train(cfg, run_dir())
+    except (NonFiniteLossError, CheckpointError, DataError) as error:
+        fail(error)
+    return primary_metric(metrics)
+
+
+if __name__ == "__main__":
+    main()

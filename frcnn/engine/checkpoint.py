@@ -1,0 +1,207 @@
+"""Checkpoints: atomic writes, safe loads, rotation, and the model-compatibility check.
+
+A checkpoint is a dict of tensors and plain containers only, so it loads with ``torch.load(weights_only=True)``:
+
+    model       the detector's state dict
+    optimizer   SGD state (momentum buffers, param groups)
+    scheduler   LambdaLR state (iterations done, the schedule's numbers)
+    scaler      GradScaler state (empty when fp16 is off)
+    iteration   iterations completed
+    rng         global RNG states: torch CPU, CUDA (if used), Python ``random``, NumPy
+    config      the composed config as a plain dict, ``dataset.classes`` resolved
+    metrics     the last evaluation's summary numbers, when there was one
+
+Files go to a temporary file in the same folder, are fsync'ed and renamed over the target: a crash or a kill at
+any moment leaves either the old or the new file, never a truncated one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+
+LAST = "last.pt"
+BEST = "best.pt"
+_ITER_RE = re.compile(r"^iter_(\d{7,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, unsafe, or from another model."""
+
+
+# --------------------------------------------------------------------------------------------------- files
+def atomic_save(obj: Any, path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_link(source, target) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link, or a copy where links are not supported),
+    replacing ``target`` atomically."""
+    source, target = Path(source), Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only. A file that holds
+    anything else (a pickle that would run code) is refused with a :class:`CheckpointError`, and nothing in it
+    runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers, which could run "
+            f"code when unpickled (weights_only load failed: {_first_line(error)})"
+        ) from None
+    except Exception as error:  # truncated / not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {_first_line(error)}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not an frcnn checkpoint (no 'model' entry)")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------------------- compatibility
+def check_model_state(model_state: Mapping[str, torch.Tensor], model: torch.nn.Module, path) -> None:
+    """Refuse a state dict that does not fit ``model``, naming the file and the keys that differ."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(model_state))
+    unexpected = sorted(set(model_state) - set(expected))
+    shapes = sorted(
+        f"{key} (checkpoint {tuple(model_state[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in set(expected) & set(model_state)
+        if tuple(model_state[key].shape) != tuple(expected[key].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model (another backbone, class list or head?): " + "; ".join(parts)
+        )
+
+
+def describe_mismatch(saved_cfg: Mapping, cfg: Mapping) -> List[str]:
+    """The model-defining keys (backbone name/norm, classes) that differ between two plain config dicts."""
+    diffs = []
+    for section, key in (("backbone", "name"), ("backbone", "norm"), ("dataset", "classes")):
+        a = (saved_cfg.get(section) or {}).get(key)
+        b = (cfg.get(section) or {}).get(key)
+        if a != b:
+            diffs.append(f"{section}.{key}: checkpoint {a!r}, config {b!r}")
+    return diffs
+
+
+# -------------------------------------------------------------------------------------------- rotation
+class Checkpointer:
+    """Writes ``iter_XXXXXXX.pt`` (keeping the newest ``keep``), ``last.pt`` and ``best.pt`` in ``folder``."""
+
+    def __init__(self, folder, *, keep: int = 3):
+        self.folder = Path(folder)
+        self.keep = int(keep)
+
+    @property
+    def last_path(self) -> Path:
+        return self.folder / LAST
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / BEST
+
+    def iteration_path(self, iteration: int) -> Path:
+        return self.folder / f"iter_{iteration:07d}.pt"
+
+    def save(self, state: Dict[str, Any], iteration: int) -> Path:
+        """Write the periodic checkpoint of ``iteration`` and point ``last.pt`` at it; prune old ones."""
+        path = self.iteration_path(iteration)
+        atomic_save(state, path)
+        atomic_link(path, self.last_path)
+        self._prune()
+        return path
+
+    def save_best(self, state: Dict[str, Any]) -> Path:
+        atomic_save(state, self.best_path)
+        return self.best_path
+
+    def link_best_to_last(self) -> None:
+        """``best.pt`` := the file ``last.pt`` is (when the newest checkpoint is also the best one)."""
+        atomic_link(self.last_path, self.best_path)
+
+    def periodic(self) -> List[Path]:
+        found = []
+        if self.folder.is_dir():
+            for entry in self.folder.iterdir():
+                match = _ITER_RE.match(entry.name)
+                if match:
+                    found.append((int(match.group(1)), entry))
+        return [p for _, p in sorted(found)]
+
+    def _prune(self) -> None:
+        if self.keep <= 0:
+            return
+        for path in self.periodic()[: -self.keep]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def resolve_resume(resume: str, folder) -> Optional[Path]:
+    """``""`` -> None; ``auto`` -> ``folder/last.pt`` if it exists; otherwise the path given (must exist)."""
+    resume = str(resume or "")
+    if not resume:
+        return None
+    if resume == "auto":
+        last = Path(folder) / LAST
+        return last if last.is_file() else None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"train.resume={resume}: no such file")
+    return path
