@@ -156,6 +156,10 @@ class ROIHeads(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ inference
     def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch):
+        # Valid proposals come first in each row: drop the columns no image fills, so the box head (the costliest
+        # part of inference) never runs on padding. One host sync, fine at inference.
+        filled = max(1, int(proposal_valid.sum(dim=1).max()))
+        proposals, proposal_valid = proposals[:, :filled], proposal_valid[:, :filled]
         num_images, per_image = proposals.shape[:2]
         pred_logits, pred_deltas = self.predict(features, proposals)
         scores = F.softmax(pred_logits, dim=1)[:, 1:]  # [N * P, K]
