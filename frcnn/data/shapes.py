@@ -37,6 +37,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from frcnn.config import ShapesConfig
+
 GENERATOR_VERSION = 1
 SHAPE_KINDS = ("circle", "square", "triangle")
 SPLITS = ("train", "val", "test")
@@ -46,20 +48,8 @@ DIFFICULT_VISIBLE = 0.70  # below this visible share an object is marked difficu
 
 
 @dataclass
-class ShapesSettings:
-    """Mirror of :class:`frcnn.config.ShapesConfig` (kept here so the generator does not need Hydra)."""
-
-    seed: int = 0
-    num_train: int = 400
-    num_val: int = 50
-    num_test: int = 100
-    image_min_side: int = 192
-    image_max_side: int = 320
-    max_objects: int = 6
-    min_object_size: int = 16
-    max_object_size: int = 160
-    empty_fraction: float = 0.05
-    difficult_fraction: float = 0.05
+class ShapesSettings(ShapesConfig):
+    """The generator's settings: the fields of :class:`frcnn.config.ShapesConfig`, plus conversion and checks."""
 
     @classmethod
     def from_config(cls, cfg=None) -> "ShapesSettings":
