@@ -143,7 +143,7 @@ def describe_mismatch(saved_cfg: Mapping, cfg: Mapping) -> List[str]:
 
 # -------------------------------------------------------------------------------------------- rotation
 class Checkpointer:
-    """Writes ``iter_XXXXXXX.pt`` (keeping the newest ``keep``), ``last.pt`` and ``best.pt`` in ``folder``."""
+    """Writes ``iter_0001000.pt-style`` (keeping the newest ``keep``), ``last.pt`` and ``best.pt`` in ``folder``."""
 
     def __init__(self, folder, *, keep: int = 3):
         self.folder = Path(folder)

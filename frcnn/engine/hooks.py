@@ -95,7 +95,7 @@ class LoggingHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """``iter_XXXXXXX.pt`` + ``last.pt`` every ``period`` iterations and at the end. The losses seen since the
+    """``iter_0001000.pt-style`` + ``last.pt`` every ``period`` iterations and at the end. The losses seen since the
     last check are checked first, so a checkpoint of weights that went non-finite is never written."""
 
     def __init__(self, checkpointer: Checkpointer, *, period: int):
