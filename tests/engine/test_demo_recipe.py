@@ -1,8 +1,9 @@
 """The CPU demo's promise, end to end: `experiment=shapes` trained as shipped, then evaluated on the held-out
 test split (images it never saw), detects. Slow: about 10 minutes on 2 CPU cores.
 
-The shipped recipe measured test mAP 0.912 (val 0.914) on this machine; the bounds below leave room for
-run-to-run differences of the CPU kernels while still failing for a model that does not detect."""
+The shipped recipe measured test mAP 0.912 (val 0.914) on this machine, bit-identical in two runs under
+different machine load: seeded data order, flips, sampling and multi-scale draws make the run deterministic.
+The test holds the demo's promise (> 0.9 on the test split)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,4 +38,4 @@ def test_shapes_demo_detects_on_the_test_split(tmp_path):
     detections = run_inference(model, build_test_loader(test_set, batch_size=4, loader_cfg=cfg.loader),
                                device=next(model.parameters()).device)
     metrics = evaluate_dataset(test_set, detections, cfg.dataset.metric)
-    assert metrics["mAP"] > 0.88, metrics
+    assert metrics["mAP"] > 0.9, metrics
