@@ -35,7 +35,9 @@ def test_shapes_demo_detects_on_the_test_split(tmp_path):
     model = build_model(cfg)
     model.load_state_dict(load_checkpoint(tmp_path / "run/checkpoints/last.pt")["model"])
     test_set = build_dataset(cfg.dataset, "test", train=False)
-    detections = run_inference(model, build_test_loader(test_set, batch_size=4, loader_cfg=cfg.loader),
-                               device=next(model.parameters()).device)
+    # The batch size of frcnn-eval and of the training's evaluation: padding depends on it.
+    loader = build_test_loader(test_set, batch_size=cfg.train.eval_batch_size, loader_cfg=cfg.loader)
+    detections = run_inference(model, loader, device=next(model.parameters()).device)
     metrics = evaluate_dataset(test_set, detections, cfg.dataset.metric)
+    print(f"shapes demo recipe: val mAP {val_metrics['mAP']:.4f}, test mAP {metrics['mAP']:.4f}")
     assert metrics["mAP"] > 0.9, metrics
