@@ -538,9 +538,9 @@ class OursRunner(Runner):
             with timer("proposals"):
                 proposals, valid = rpn.propose(pred_objectness, pred_deltas, anchors, batch, "test")
             with timer("ROI pooling"):
-                # As ROIHeads.detect: columns that no image fills never reach the box head.
-                filled = max(1, int(valid.sum(dim=1).max()))
-                proposals, valid = proposals[:, :filled], valid[:, :filled]
+                from frcnn.modeling.roi_heads import drop_empty_columns
+
+                proposals, valid = drop_empty_columns(proposals, valid)  # as ROIHeads.detect does
                 pooled = roi.pool(features, proposals)
             timer.count("box-head ROIs", pooled.shape[0])
             timer.count("real ROIs", valid.sum())

@@ -156,10 +156,7 @@ class ROIHeads(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ inference
     def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch):
-        # Valid proposals come first in each row: drop the columns no image fills, so the box head (the costliest
-        # part of inference) never runs on padding. One host sync, fine at inference.
-        filled = max(1, int(proposal_valid.sum(dim=1).max()))
-        proposals, proposal_valid = proposals[:, :filled], proposal_valid[:, :filled]
+        proposals, proposal_valid = drop_empty_columns(proposals, proposal_valid)
         num_images, per_image = proposals.shape[:2]
         pred_logits, pred_deltas = self.predict(features, proposals)
         scores = F.softmax(pred_logits, dim=1)[:, 1:]  # [N * P, K]
@@ -183,6 +180,13 @@ class ROIHeads(nn.Module):
             {"boxes": b, "scores": s, "labels": lab}
             for b, s, lab in zip(boxes.split(counts), scores.split(counts), labels.split(counts))
         ]
+
+
+def drop_empty_columns(proposals: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor]:
+    """Drop the proposal columns no image fills (valid ones come first in each row), so the box head -- the
+    costliest part of inference -- never runs on padding. One host sync: for inference, not the training step."""
+    filled = max(1, int(valid.sum(dim=1).max()))
+    return proposals[:, :filled], valid[:, :filled]
 
 
 def _first_per_group(keep: Tensor, group: Tensor, count: int) -> Tensor:
