@@ -35,6 +35,24 @@ def test_groups_split_weights_norms_and_biases_and_skip_frozen():
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
 
 
+def test_sgd_steps_follow_the_update_rule_per_group_on_the_fused_kernel():
+    """Two steps by hand: v = momentum * v + (g + wd * w); w -= lr * v, with each group's lr and decay."""
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.bias.fill_(1.0)
+    optimizer = build_optimizer(model, _train_cfg(lr=0.1, momentum=0.5, weight_decay=0.25, bias_lr_factor=2.0))
+    assert optimizer.defaults["fused"] is True  # float CPU parameters: the one-pass kernel
+    for _ in range(2):
+        model.weight.grad = torch.tensor([[1.0]])
+        model.bias.grad = torch.tensor([3.0])
+        optimizer.step()
+    # weight: v1 = 1 + 0.25 * 2 = 1.5, w1 = 2 - 0.1 * 1.5 = 1.85; v2 = 0.5 * 1.5 + (1 + 0.4625) = 2.2125,
+    # w2 = 1.85 - 0.22125 = 1.62875. bias (lr 0.2, no decay): v1 = 3, b1 = 0.4; v2 = 4.5, b2 = -0.5.
+    assert model.weight.item() == pytest.approx(1.62875)
+    assert model.bias.item() == pytest.approx(-0.5)
+
+
 def test_multistep_with_linear_warmup():
     f = WarmupSchedule(schedule="multistep", max_iters=10, steps=[6, 8], gamma=0.1, warmup_iters=4, warmup_factor=0.1)
     assert [round(f(i), 6) for i in range(10)] == [0.1, 0.325, 0.55, 0.775, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
