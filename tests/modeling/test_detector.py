@@ -97,15 +97,23 @@ def test_gradients_reach_trainable_trunk_and_never_frozen(small_config, backbone
 
 def test_weights_file_in_torchvision_layout_loads(small_config, tmp_path):
     reference = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():  # statistics and affine terms that are not the identity, as trained weights have
+        for bn in (m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            for buffer in (bn.weight, bn.bias, bn.running_mean):
+                buffer.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
     model = frcnn.build_model(small_config("backbone=resnet18", f"backbone.weights={path}", "dataset.classes=[a]"))
     torch.testing.assert_close(model.trunk[0][0].weight, reference.conv1.weight, rtol=0, atol=0)
     torch.testing.assert_close(model.trunk[3][1].conv2.weight, reference.layer3[1].conv2.weight, rtol=0, atol=0)
-    torch.testing.assert_close(model.trunk[2][0].bn1.running_var, reference.layer2[0].bn1.running_var, rtol=0, atol=0)
     torch.testing.assert_close(
         model.roi_heads.box_head.layer4[0].conv1.weight, reference.layer4[0].conv1.weight, rtol=0, atol=0
     )
+    bn = reference.layer2[0].bn1  # folded into the convolution before it: scale = gamma / sqrt(var + eps)
+    folded = model.trunk[2][0].conv1
+    torch.testing.assert_close(folded.scale, bn.weight / torch.sqrt(bn.running_var + 1e-5))
+    torch.testing.assert_close(folded.shift, bn.bias - bn.running_mean * folded.scale)
 
 
 def test_weights_file_that_does_not_fit_names_file_and_keys(small_config, tmp_path):
