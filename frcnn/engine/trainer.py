@@ -209,7 +209,7 @@ def train(cfg: DictConfig, run_dir) -> dict:
 
         train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
         log.info("training data: %s", train_set)
-        model = build_model(cfg, channels_last=bool(tc.channels_last)).to(device)
+        model = build_model(cfg).to(device)
         if tc.compile:
             model.trunk.compile()
             model.roi_heads.box_head.compile()

@@ -11,8 +11,12 @@ from frcnn.modeling.roi_heads import ROIHeads
 from frcnn.modeling.rpn import RegionProposalNetwork, RPNHead
 
 
-def build_model(cfg, *, channels_last: bool = False) -> FasterRCNN:
-    """Build the detector from a composed train config (``backbone``, ``model``, ``dataset.classes``)."""
+def build_model(cfg, *, fold_frozen_bn: bool = True) -> FasterRCNN:
+    """Build the detector from a composed train config (``backbone``, ``model``, ``dataset.classes``).
+
+    ``fold_frozen_bn=False`` keeps frozen BatchNorm layers as separate modules (the benchmark uses it to give
+    torchvision's model the layers torchvision would have); the function is the same either way.
+    """
     classes = list(cfg.dataset.classes)
     if not classes:
         raise ValueError(
@@ -27,6 +31,7 @@ def build_model(cfg, *, channels_last: bool = False) -> FasterRCNN:
         norm=cfg.backbone.norm,
         freeze_at=cfg.backbone.freeze_at,
         width=cfg.backbone.width,
+        fold_frozen_bn=fold_frozen_bn,
     )
     if cfg.backbone.name == "vgg16" and m.roi.pool_size != 7:
         raise ValueError(f"vgg16's fc6 takes 7x7 ROI features: set model.roi.pool_size=7 (got {m.roi.pool_size})")
@@ -80,9 +85,9 @@ def build_model(cfg, *, channels_last: bool = False) -> FasterRCNN:
         pixel_mean=list(m.input.pixel_mean),
         pixel_std=list(m.input.pixel_std),
         size_divisible=m.input.size_divisible,
-        channels_last=channels_last,
+        channels_last=m.channels_last,
     )
     model = FasterRCNN(preprocessor=preprocessor, trunk=backbone.trunk, rpn=rpn, roi_heads=roi_heads)
-    if channels_last:
+    if m.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

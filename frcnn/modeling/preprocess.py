@@ -89,11 +89,11 @@ class Preprocessor(nn.Module):
         max_width = max(img.shape[-1] for img in images)
         max_height = (max_height + divisor - 1) // divisor * divisor
         max_width = (max_width + divisor - 1) // divisor * divisor
-        batch = images[0].new_zeros(len(images), 3, max_height, max_width)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        batch = torch.empty(len(images), 3, max_height, max_width, dtype=images[0].dtype, device=images[0].device,
+                            memory_format=layout).zero_()
         for slot, image in zip(batch, images):
             slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
     def _ground_truth(self, targets: List[Dict[str, Tensor]], scales: Tensor) -> GroundTruth:

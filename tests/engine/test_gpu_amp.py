@@ -26,14 +26,14 @@ def test_device_and_amp_choices_on_this_machine():
 @pytest.mark.gpu
 @needs_cuda
 def test_fp16_training_on_cuda_with_the_gradient_scaler(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("device=cuda", "train.amp=fp16", "train.channels_last=true", "train.max_iters=3",
+    cfg = tiny_cfg("device=cuda", "train.amp=fp16", "model.channels_last=true", "train.max_iters=3",
                    "train.checkpoint_period=2", "loader.pin_memory=true")
     metrics = train(cfg, tmp_path / "run")
     assert "mAP" in metrics
     state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert state["scaler"] and "scale" in state["scaler"]
     assert "cuda" in state["rng"]
-    resumed = tiny_cfg("device=cuda", "train.amp=fp16", "train.channels_last=true", "train.max_iters=4",
+    resumed = tiny_cfg("device=cuda", "train.amp=fp16", "model.channels_last=true", "train.max_iters=4",
                        "train.resume=auto")
     train(resumed, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["iteration"] == 4
