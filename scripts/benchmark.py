@@ -35,9 +35,17 @@ random boxes and labels each, from a fixed seed. Unless ``--override`` says othe
 and ``max_size`` are set to the image's sides, so the network input is exactly ``--size`` (padded to a multiple
 of 32) and no resize is timed beyond a same-size interpolation in both models.
 
+Each model is run as its own trainer runs it. Ours as ``frcnn-train`` builds it: ``model.channels_last`` (on by
+default), frozen BatchNorm folded into the convolutions (``FrozenBNConv2d``), and ``frcnn.engine.optim``'s SGD
+(the fused kernel). torchvision's as it ships and as its detection reference trains it: contiguous memory,
+``FrozenBatchNorm2d`` layers, ``torch.optim.SGD`` (the default foreach kernel). ``--tv-with
+channels_last,fused_sgd,folded_bn`` (or ``all``) gives torchvision's model any of those three as well, which shows
+what each one is worth and what remains of the difference without them.
+
 How torchvision's model is made "the same" (everything comes from the same composed config):
 
-- trunk: a deep copy of our trunk (same weights, same frozen layers), wrapped to expose ``out_channels``;
+- trunk: a deep copy of our trunk (same weights, same frozen layers; its BatchNorm layers not folded), wrapped to
+  expose ``out_channels``;
 - box head: a deep copy of our box head (VGG16 fc6/fc7, or ResNet layer4 + average pooling), which takes the
   ``[R, C, 7, 7]`` pooled features directly, like torchvision's ``TwoMLPHead``;
 - RPN head: torchvision's ``RPNHead`` with its 3x3 conv widened/narrowed to our ``model.rpn.conv_channels``
@@ -105,6 +113,8 @@ VOC_CLASSES = (
 )  # fmt: skip
 QUICK = {"size": "224x320", "reps": 3, "warmup": 1}
 FULL = {"size": "600x1000", "reps": 5, "warmup": 2}
+# Speed-ups of ours that --tv-with can give torchvision's model as well.
+TV_WITH = ("channels_last", "fused_sgd", "folded_bn")
 LEARNING_RATE = 1e-6  # tiny: random-init weights must stay finite over many steps; the work is the same
 
 # Stages of the breakdown, in order, with the coarse group each belongs to.
@@ -282,16 +292,18 @@ def compose_config(backbone: str, size: Tuple[int, int], classes: Sequence[str],
         return compose("train", overrides=[*base, *overrides])
 
 
-def build_ours(cfg, device: torch.device, channels_last: bool) -> nn.Module:
+def build_ours_unfolded(cfg, device: torch.device) -> nn.Module:
+    """Our model as ``frcnn-train`` builds it, but with frozen BatchNorm layers not yet folded into the convolutions
+    (so they can be calibrated and copied into torchvision's model first: see ``build_models``)."""
     import frcnn
 
-    return frcnn.build_model(cfg, channels_last=channels_last).to(device)
+    return frcnn.build_model(cfg, fold_frozen_bn=False).to(device)
 
 
 class TorchvisionTrunk(nn.Module):
     """Our trunk for torchvision's GeneralizedRCNN: exposes ``out_channels``, honours channels_last input."""
 
-    def __init__(self, trunk: nn.Module, out_channels: int, channels_last: bool):
+    def __init__(self, trunk: nn.Module, out_channels: int, channels_last: bool = False):
         super().__init__()
         self.body = trunk
         self.out_channels = out_channels
@@ -304,9 +316,16 @@ class TorchvisionTrunk(nn.Module):
 
 
 def build_torchvision(
-    cfg, ours: nn.Module, image_size: Tuple[int, int], device: torch.device, channels_last: bool
+    cfg, ours: nn.Module, image_size: Tuple[int, int], device: torch.device, tv_with: Sequence[str] = ()
 ) -> nn.Module:
-    """torchvision's FasterRCNN with our trunk, box head, initial head weights and settings (see module doc)."""
+    """torchvision's FasterRCNN with our trunk, box head, initial head weights and settings (see module doc).
+
+    ``ours`` must not have its frozen BatchNorm folded yet: torchvision's copy keeps separate layers, as
+    torchvision's own ResNet backbones do, unless ``tv_with`` names ``folded_bn``; ``channels_last`` in
+    ``tv_with`` runs it in that memory format.
+    """
+    from frcnn.modeling.backbones import fold_frozen_batchnorm
+
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -334,7 +353,7 @@ def build_torchvision(
     _copy_predictor(ours.roi_heads.predictor, predictor, num_classes)
 
     model = FasterRCNN(
-        TorchvisionTrunk(copy.deepcopy(ours.trunk), in_channels, channels_last),
+        TorchvisionTrunk(copy.deepcopy(ours.trunk), in_channels, "channels_last" in tv_with),
         num_classes=None,
         min_size=tuple(m.input.min_size),
         max_size=m.input.max_size,
@@ -369,9 +388,26 @@ def build_torchvision(
     # Our RPN min_size is in original-image pixels, torchvision's in network-input pixels (and 1e-3 by default).
     resized_height, _ = ours.preprocessor.resized_size(*image_size, ours.preprocessor.min_size[-1])
     model.rpn.min_size = m.rpn.min_size * resized_height / image_size[0]
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device)
+    if "folded_bn" in tv_with:
+        fold_frozen_batchnorm(model.backbone)
+        fold_frozen_batchnorm(model.roi_heads.box_head)
+    # The trunk and head were copied from ours, so their weights are in our memory format; PyTorch's CPU
+    # convolution follows the weight's format as well as the input's. Put them back as torchvision has them.
+    layout = torch.channels_last if "channels_last" in tv_with else torch.contiguous_format
+    return model.to(device=device, memory_format=layout)
+
+
+def build_models(cfg, images: List[Tensor], device: torch.device, args) -> Tuple[nn.Module, nn.Module]:
+    """Ours as frcnn-train builds it and torchvision's with the same weights (frozen BatchNorm calibrated first)."""
+    from frcnn.modeling.backbones import fold_frozen_batchnorm
+
+    ours = build_ours_unfolded(cfg, device)
+    if args.calibrate:
+        calibrate_frozen_batchnorm(ours, images)
+    tv = build_torchvision(cfg, ours, args.size, device, args.tv_with)
+    fold_frozen_batchnorm(ours.trunk)  # what frcnn.build_model does by default
+    fold_frozen_batchnorm(ours.roi_heads.box_head)
+    return ours, tv
 
 
 def _copy_conv(source: nn.Conv2d, target: nn.Conv2d) -> None:
@@ -448,12 +484,11 @@ class Runner:
 
     name = "?"
 
-    def __init__(self, model: nn.Module, device: torch.device, amp: str):
+    def __init__(self, model: nn.Module, device: torch.device, amp: str, optimizer: torch.optim.Optimizer):
         self.model = model
         self.device = device
         self.amp = amp
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = optimizer
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
         self._last_loss: Optional[Tensor] = None
 
@@ -491,6 +526,23 @@ class Runner:
 
     def infer_stages(self, images, timer: StageTimer) -> None:
         raise NotImplementedError
+
+
+def our_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """frcnn-train's optimizer (engine.optim.build_optimizer: the fused SGD kernel where it applies)."""
+    from types import SimpleNamespace
+
+    from frcnn.engine.optim import build_optimizer
+
+    settings = SimpleNamespace(lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4, weight_decay_norm=5e-4,
+                               weight_decay_bias=5e-4, bias_lr_factor=1.0)  # one decay for all, as torchvision's
+    return build_optimizer(model, settings)
+
+
+def torchvision_optimizer(model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of torchvision's detection reference (references/detection/train.py): plain SGD."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4, fused=fused or None)
 
 
 class OursRunner(Runner):
@@ -717,12 +769,12 @@ def benchmark_case(case: Case, args) -> Tuple[List[Timing], List[StageTiming], L
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     cfg = compose_config(case.backbone, args.size, args.classes, args.override)
-    ours = build_ours(cfg, device, args.channels_last)
     images, targets = make_inputs(case.batch_size, args.size, len(args.classes), args.boxes, device, args.seed)
-    if args.calibrate:
-        calibrate_frozen_batchnorm(ours, images)
-    tv = build_torchvision(cfg, ours, args.size, device, args.channels_last)
-    runners = [OursRunner(ours, device, case.amp), TorchvisionRunner(tv, device, case.amp)]
+    ours, tv = build_models(cfg, images, device, args)
+    runners = [
+        OursRunner(ours, device, case.amp, our_optimizer(ours)),
+        TorchvisionRunner(tv, device, case.amp, torchvision_optimizer(tv, fused="fused_sgd" in args.tv_with)),
+    ]
     reps, warmup = args.reps, args.warmup
 
     train = alternate(runners, lambda r: lambda: r.train_step(images, targets), reps, warmup)
@@ -838,7 +890,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed repetitions first (default 2; --quick 1)")
     parser.add_argument("--quick", action="store_true", help=f"preset: {QUICK}")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--tv-with", action="append",
+        help=f"give torchvision's model one of our speed-ups too, to see what each is worth: comma list of "
+             f"{', '.join(TV_WITH)} or all (default: none, torchvision as it ships). Ours follows its config: "
+             f"--override model.channels_last=false turns its memory format off",
+    )  # fmt: skip
     parser.add_argument("--sync-debug", action="store_true", help="count host syncs of one step (CUDA only)")
     parser.add_argument("--classes", type=int, default=len(VOC_CLASSES), help="number of object classes (20)")
     parser.add_argument("--boxes", type=int, default=4, help="ground-truth boxes per image")
@@ -858,6 +915,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.backbone = comma_list(args.backbone or ["vgg16,resnet50"])
     args.batch_size = [int(b) for b in comma_list(args.batch_size or ["1"])]
     args.amp = comma_list(args.amp or ["off"])
+    args.tv_with = comma_list(args.tv_with or [])
+    if "all" in args.tv_with:
+        args.tv_with = list(TV_WITH)
+    if bad := [t for t in args.tv_with if t not in TV_WITH]:
+        parser.error(f"--tv-with: unknown {bad}; choose from {', '.join(TV_WITH)} or all")
     if bad := [a for a in args.amp if a not in ("off", "fp16", "bf16")]:
         parser.error(f"--amp: unknown {bad}; choose off, fp16 or bf16")
     if args.reps < 1:
@@ -884,7 +946,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     print(f"frcnn benchmark: device {args.device}, size {args.size[0]}x{args.size[1]}, reps {args.reps} "
-          f"(warm-up {args.warmup}), threads {torch.get_num_threads()}, channels_last {args.channels_last}",
+          f"(warm-up {args.warmup}), threads {torch.get_num_threads()}, "
+          f"torchvision with our {', '.join(args.tv_with) or 'nothing'}",
           flush=True)  # fmt: skip
 
     timings: List[Timing] = []
@@ -906,7 +969,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "settings": {
             "device": args.device, "size": list(args.size), "reps": args.reps, "warmup": args.warmup,
-            "channels_last": args.channels_last, "num_classes": len(args.classes), "boxes_per_image": args.boxes,
+            "tv_with": args.tv_with, "num_classes": len(args.classes), "boxes_per_image": args.boxes,
             "overrides": args.override, "seed": args.seed, "calibrate_frozen_bn": args.calibrate,
         },  # fmt: skip
         "environment": environment(args),
