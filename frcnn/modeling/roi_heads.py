@@ -107,14 +107,21 @@ class ROIHeads(nn.Module):
     def pool(self, features: Tensor, rois: Tensor) -> Tensor:
         """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels)."""
         num_images, per_image = rois.shape[:2]
+        rois = rois.float()
         image_index = torch.arange(num_images, device=rois.device, dtype=rois.dtype).repeat_interleave(per_image)
-        rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1).to(features.dtype)
+        rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1)
+        # The kernels want one dtype for both. The ROIs stay float32: in bfloat16 a coordinate near 1000 px is
+        # rounded to a multiple of 4 px (8 bits of mantissa). The features go up to float32, as torchvision's
+        # autocast wrapper of these ops would do anyway, and the result comes back in their dtype.
+        pooled_input = features.float()
         if self.pooler == "align":
             # aligned=True: pixel centres at +0.5, the right thing for continuous box coordinates.
-            return roi_align(
-                features, rois_with_index, self.pool_size, self.spatial_scale, self.sampling_ratio, aligned=True
+            pooled = roi_align(
+                pooled_input, rois_with_index, self.pool_size, self.spatial_scale, self.sampling_ratio, aligned=True
             )
-        return roi_pool(features, rois_with_index, self.pool_size, self.spatial_scale)
+        else:
+            pooled = roi_pool(pooled_input, rois_with_index, self.pool_size, self.spatial_scale)
+        return pooled.to(features.dtype)
 
     def predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
         pred_logits, pred_deltas = self.predictor(self.box_head(self.pool(features, rois)))
