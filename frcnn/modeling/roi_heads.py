@@ -10,11 +10,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, roi_align, roi_pool
+from torchvision.ops import batched_nms
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.losses import masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
+from frcnn.modeling.pooling import pool_rois
 from frcnn.modeling.sampling import gather_selected, sample_balanced
 from frcnn.modeling.structures import GroundTruth, ImageBatch
 
@@ -107,21 +108,13 @@ class ROIHeads(nn.Module):
     def pool(self, features: Tensor, rois: Tensor) -> Tensor:
         """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels)."""
         num_images, per_image = rois.shape[:2]
+        # Box coordinates stay float32 whatever the features' dtype: in bfloat16 a coordinate near 1000 px would
+        # be rounded to a multiple of 4 px (8 bits of mantissa).
         rois = rois.float()
         image_index = torch.arange(num_images, device=rois.device, dtype=rois.dtype).repeat_interleave(per_image)
         rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1)
-        # The kernels want one dtype for both. The ROIs stay float32: in bfloat16 a coordinate near 1000 px is
-        # rounded to a multiple of 4 px (8 bits of mantissa). The features go up to float32, as torchvision's
-        # autocast wrapper of these ops would do anyway, and the result comes back in their dtype.
-        pooled_input = features.float()
-        if self.pooler == "align":
-            # aligned=True: pixel centres at +0.5, the right thing for continuous box coordinates.
-            pooled = roi_align(
-                pooled_input, rois_with_index, self.pool_size, self.spatial_scale, self.sampling_ratio, aligned=True
-            )
-        else:
-            pooled = roi_pool(pooled_input, rois_with_index, self.pool_size, self.spatial_scale)
-        return pooled.to(features.dtype)
+        return pool_rois(features, rois_with_index, pooler=self.pooler, output_size=self.pool_size,
+                         spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio)
 
     def predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
         pred_logits, pred_deltas = self.predictor(self.box_head(self.pool(features, rois)))

@@ -26,3 +26,34 @@ def test_pooling_under_bf16_autocast_matches_float32(small_config):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pooled = roi_heads.pool(features.bfloat16(), rois)
     torch.testing.assert_close(pooled.float(), roi_heads.pool(features, rois), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("pooler", ["align", "pool"])
+def test_pooling_split_over_threads_gives_the_same_features_and_gradients(pooler):
+    from torchvision.ops import roi_align, roi_pool
+
+    from frcnn.modeling import pooling
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 6, 20, 30, generator=generator).contiguous(memory_format=torch.channels_last)
+    features.requires_grad_(True)
+    corners = torch.rand(70, 2, generator=generator) * torch.tensor([400.0, 250.0])
+    boxes = torch.cat([corners, corners + 8 + torch.rand(70, 2, generator=generator) * 60], dim=1)
+    rois = torch.cat([torch.randint(0, 2, (70, 1), generator=generator).float(), boxes], dim=1)
+    if pooler == "align":
+        expected = roi_align(features, rois, 7, 1 / 16, 2, aligned=True)
+    else:
+        expected = roi_pool(features, rois, 7, 1 / 16)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), features)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert pooling._useful_threads(features, rois) == 3  # 70 ROIs: three chunks of 23-24
+        pooled = pooling.pool_rois(features, rois, pooler=pooler, output_size=7, spatial_scale=1 / 16,
+                                   sampling_ratio=2)
+    finally:
+        torch.set_num_threads(threads)
+    (grad,) = torch.autograd.grad(pooled.square().sum(), features)
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=0)  # each ROI is pooled by the same kernel
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)  # summed over chunks: rounding only

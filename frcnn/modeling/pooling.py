@@ -1,0 +1,106 @@
+"""ROI pooling with torchvision's ``roi_align`` / ``roi_pool``, split over CPU threads.
+
+torchvision's CPU kernels for these ops run on one thread (a plain loop over the ROIs). On this project's 2-core
+CPU, ResNet-50-C4 at 600x1000 spent about 200 ms pooling 300 ROIs at inference, and the backward of pooling 128
+ROIs took about 450 ms of a 1.7 s bf16 training step. The ROIs are independent, so here they are cut into one chunk
+per thread and the chunks are pooled concurrently (the ops release the GIL), forward and backward, and the
+results are concatenated (forward) or summed (the feature gradient, backward). CUDA kernels are parallel already
+and take the whole batch at once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align, roi_pool
+
+POOLERS = ("align", "pool")
+MIN_ROIS_PER_THREAD = 16  # below this the thread hand-off costs more than it saves
+
+_executor: Optional[ThreadPoolExecutor] = None
+_executor_key = None
+_executor_lock = threading.Lock()
+
+
+def pool_rois(
+    features: Tensor, rois: Tensor, *, pooler: str, output_size: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """``[R, C, output_size, output_size]`` features for ``rois [R, 5]`` (image index, x1, y1, x2, y2), float32.
+
+    The result has the dtype of ``features``; the pooling itself runs in float32, as torchvision's autocast
+    wrapper of these ops would run it.
+    """
+    if pooler == "align":
+        # aligned=True: pixel centres at +0.5, the right thing for continuous box coordinates.
+        op = partial(roi_align, output_size=output_size, spatial_scale=spatial_scale,
+                     sampling_ratio=sampling_ratio, aligned=True)
+    elif pooler == "pool":
+        op = partial(roi_pool, output_size=output_size, spatial_scale=spatial_scale)
+    else:
+        raise ValueError(f"model.roi.pooler must be one of {', '.join(POOLERS)}, got {pooler!r}")
+    # float32 as the kernels want it, and contiguous once here rather than once per chunk inside the kernel.
+    pooled_input = features.float().contiguous()
+    threads = _useful_threads(pooled_input, rois)
+    if threads <= 1:
+        pooled = op(pooled_input, rois)
+    else:
+        pooled = _pool_in_threads(op, pooled_input, rois, threads)
+    return pooled.to(features.dtype)
+
+
+def _useful_threads(features: Tensor, rois: Tensor) -> int:
+    if features.device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), rois.shape[0] // MIN_ROIS_PER_THREAD))
+
+
+def _pool_in_threads(op, features: Tensor, rois: Tensor, threads: int) -> Tensor:
+    return _ThreadedPooling.apply(features, rois, op, threads)
+
+
+class _ThreadedPooling(torch.autograd.Function):
+    """``op(features, rois)`` with the ROIs split over ``threads`` worker threads, forward and backward.
+
+    The backward of each chunk is autograd's own backward of ``op``, run in a worker thread on the chunk (pooling
+    is linear in the features, so recomputing the chunk's forward there only rebuilds the graph; it costs about a
+    quarter of the chunk's backward). The chunks' feature gradients are summed in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, rois: Tensor, op, threads: int) -> Tensor:
+        ctx.save_for_backward(features, rois)
+        ctx.op, ctx.threads = op, threads
+        chunks = rois.tensor_split(threads)
+        return torch.cat(list(_thread_pool(threads).map(lambda chunk: op(features, chunk), chunks)))
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        features, rois = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+
+        def chunk_gradient(chunk: Tensor, grad_chunk: Tensor) -> Tensor:
+            with torch.enable_grad():
+                leaf = features.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(ctx.op(leaf, chunk), leaf, grad_chunk)
+            return grad
+
+        pieces = zip(rois.tensor_split(ctx.threads), grad_output.tensor_split(ctx.threads))
+        grads = list(_thread_pool(ctx.threads).map(lambda pair: chunk_gradient(*pair), pieces))
+        return torch.stack(grads).sum(dim=0), None, None, None
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per process (threads do not survive a fork) and thread count."""
+    global _executor, _executor_key
+    key = (os.getpid(), threads)
+    with _executor_lock:
+        if _executor is None or _executor_key != key:
+            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="frcnn-roi-pool")
+            _executor_key = key
+        return _executor
