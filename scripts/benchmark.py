@@ -36,11 +36,12 @@ and ``max_size`` are set to the image's sides, so the network input is exactly `
 of 32) and no resize is timed beyond a same-size interpolation in both models.
 
 Each model is run as its own trainer runs it. Ours as ``frcnn-train`` builds it: ``model.channels_last`` (on by
-default), frozen BatchNorm folded into the convolutions (``FrozenBNConv2d``), and ``frcnn.engine.optim``'s SGD
-(the fused kernel). torchvision's as it ships and as its detection reference trains it: contiguous memory,
-``FrozenBatchNorm2d`` layers, ``torch.optim.SGD`` (the default foreach kernel). ``--tv-with
-channels_last,fused_sgd,folded_bn`` (or ``all``) gives torchvision's model any of those three as well, which shows
-what each one is worth and what remains of the difference without them.
+default), frozen BatchNorm folded into the convolutions (``FrozenBNConv2d``), ROI pooling split over the CPU's
+threads (``frcnn.modeling.pooling``), and ``frcnn.engine.optim``'s SGD (the fused kernel). torchvision's as it
+ships and as its detection reference trains it: contiguous memory, ``FrozenBatchNorm2d`` layers, its single-threaded
+``MultiScaleRoIAlign``, ``torch.optim.SGD`` (the default foreach kernel). ``--tv-with
+channels_last,fused_sgd,folded_bn,threaded_pooling`` (or ``all``) gives torchvision's model any of those as well,
+which shows what each one is worth and what remains of the difference without them.
 
 How torchvision's model is made "the same" (everything comes from the same composed config):
 
@@ -114,7 +115,7 @@ VOC_CLASSES = (
 QUICK = {"size": "224x320", "reps": 3, "warmup": 1}
 FULL = {"size": "600x1000", "reps": 5, "warmup": 2}
 # Speed-ups of ours that --tv-with can give torchvision's model as well.
-TV_WITH = ("channels_last", "fused_sgd", "folded_bn")
+TV_WITH = ("channels_last", "fused_sgd", "folded_bn", "threaded_pooling")
 LEARNING_RATE = 1e-6  # tiny: random-init weights must stay finite over many steps; the work is the same
 
 # Stages of the breakdown, in order, with the coarse group each belongs to.
@@ -388,6 +389,8 @@ def build_torchvision(
     # Our RPN min_size is in original-image pixels, torchvision's in network-input pixels (and 1e-3 by default).
     resized_height, _ = ours.preprocessor.resized_size(*image_size, ours.preprocessor.min_size[-1])
     model.rpn.min_size = m.rpn.min_size * resized_height / image_size[0]
+    if "threaded_pooling" in tv_with:
+        model.roi_heads.box_roi_pool = ThreadedRoIAlign(m.roi.pool_size, 1.0 / stride, m.roi.sampling_ratio)
     if "folded_bn" in tv_with:
         fold_frozen_batchnorm(model.backbone)
         fold_frozen_batchnorm(model.roi_heads.box_head)
@@ -395,6 +398,24 @@ def build_torchvision(
     # convolution follows the weight's format as well as the input's. Put them back as torchvision has them.
     layout = torch.channels_last if "channels_last" in tv_with else torch.contiguous_format
     return model.to(device=device, memory_format=layout)
+
+
+class ThreadedRoIAlign(nn.Module):
+    """``MultiScaleRoIAlign`` for one feature level, pooled by ``frcnn.modeling.pooling`` (split over CPU threads),
+    with torchvision's ``aligned=False``."""
+
+    def __init__(self, output_size: int, spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size, self.spatial_scale, self.sampling_ratio = output_size, spatial_scale, sampling_ratio
+
+    def forward(self, features: Dict[str, Tensor], boxes: List[Tensor], image_shapes) -> Tensor:
+        from torchvision.ops._utils import convert_boxes_to_roi_format
+
+        from frcnn.modeling.pooling import pool_rois
+
+        return pool_rois(features["0"], convert_boxes_to_roi_format(boxes), pooler="align",
+                         output_size=self.output_size, spatial_scale=self.spatial_scale,
+                         sampling_ratio=self.sampling_ratio, aligned=False)
 
 
 def build_models(cfg, images: List[Tensor], device: torch.device, args) -> Tuple[nn.Module, nn.Module]:

@@ -28,7 +28,8 @@ _executor_lock = threading.Lock()
 
 
 def pool_rois(
-    features: Tensor, rois: Tensor, *, pooler: str, output_size: int, spatial_scale: float, sampling_ratio: int
+    features: Tensor, rois: Tensor, *, pooler: str, output_size: int, spatial_scale: float, sampling_ratio: int,
+    aligned: bool = True,
 ) -> Tensor:
     """``[R, C, output_size, output_size]`` features for ``rois [R, 5]`` (image index, x1, y1, x2, y2), float32.
 
@@ -36,9 +37,9 @@ def pool_rois(
     wrapper of these ops would run it.
     """
     if pooler == "align":
-        # aligned=True: pixel centres at +0.5, the right thing for continuous box coordinates.
+        # aligned=True (the detector's choice): pixel centres at +0.5, right for continuous box coordinates.
         op = partial(roi_align, output_size=output_size, spatial_scale=spatial_scale,
-                     sampling_ratio=sampling_ratio, aligned=True)
+                     sampling_ratio=sampling_ratio, aligned=aligned)
     elif pooler == "pool":
         op = partial(roi_pool, output_size=output_size, spatial_scale=spatial_scale)
     else:
