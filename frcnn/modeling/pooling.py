@@ -44,8 +44,10 @@ def pool_rois(
         op = partial(roi_pool, output_size=output_size, spatial_scale=spatial_scale)
     else:
         raise ValueError(f"model.roi.pooler must be one of {', '.join(POOLERS)}, got {pooler!r}")
-    # float32 as the kernels want it, and contiguous once here rather than once per chunk inside the kernel.
+    # float32 as the kernels want it (box coordinates too: bfloat16 would round them to 4 px near 1000 px), and
+    # contiguous once here rather than once per chunk inside the kernel.
     pooled_input = features.float().contiguous()
+    rois = rois.float()
     threads = _useful_threads(pooled_input, rois)
     if threads <= 1:
         pooled = op(pooled_input, rois)
