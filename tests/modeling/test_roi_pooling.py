@@ -57,3 +57,20 @@ def test_pooling_split_over_threads_gives_the_same_features_and_gradients(pooler
     (grad,) = torch.autograd.grad(pooled.square().sum(), features)
     torch.testing.assert_close(pooled, expected, rtol=0, atol=0)  # each ROI is pooled by the same kernel
     torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)  # summed over chunks: rounding only
+
+
+def test_threaded_pooling_takes_boxes_and_features_of_other_dtypes():
+    """torchvision's proposals are bf16 under CPU autocast; the worker threads run without autocast."""
+    from frcnn.modeling import pooling
+
+    features = torch.randn(1, 4, 16, 16).bfloat16()
+    rois = torch.cat([torch.zeros(40, 1), torch.tensor([[8.0, 8.0, 120.0, 100.0]]).repeat(40, 1)], dim=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pooled = pooling.pool_rois(features, rois.bfloat16(), pooler="align", output_size=7,
+                                       spatial_scale=1 / 16, sampling_ratio=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert pooled.dtype == torch.bfloat16 and pooled.shape == (40, 4, 7, 7)
