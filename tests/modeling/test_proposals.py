@@ -1,4 +1,5 @@
 """The batched proposal layer against a slow per-image reference."""
+import pytest
 import torch
 from torchvision.ops import box_iou
 
@@ -25,7 +26,7 @@ def make_rpn():
     )
 
 
-def reference_proposals(rpn, objectness, deltas, anchors, image_size, scale):
+def reference_proposals(rpn, objectness, deltas, anchors, image_size, scale, post=POST):
     """One image, written the slow obvious way: sort, top-N, drop small, greedy NMS one box at a time."""
     order = objectness.argsort(descending=True)[:PRE]
     boxes = rpn.box_coder.decode(deltas[order], anchors[order])
@@ -38,13 +39,17 @@ def reference_proposals(rpn, objectness, deltas, anchors, image_size, scale):
     for candidate in boxes:
         if all(box_iou(candidate[None], k[None]).item() <= NMS for k in kept):
             kept.append(candidate)
-        if len(kept) == POST:
+        if len(kept) == post:
             break
     return torch.stack(kept) if kept else torch.zeros(0, 4)
 
 
-def test_batched_proposals_equal_reference():
+# post_nms_top_n 5: the first NMS prefix (10 boxes) is enough for every image; 40: the prefix grows (80, 200);
+# 150: some images never have 150 boxes left, so NMS ends up running on all 200.
+@pytest.mark.parametrize("post", [5, POST, 150])
+def test_batched_proposals_equal_reference(post):
     rpn = make_rpn()
+    rpn.post_nms_top_n = {"train": post, "test": post}
     generator = torch.Generator().manual_seed(1)
     feature_h, feature_w = 8, 10
     anchors = rpn.anchor_generator(feature_h, feature_w)
@@ -58,9 +63,10 @@ def test_batched_proposals_equal_reference():
         original_sizes=[(128, 160), (200, 300), (64, 45)],
     )
     proposals, valid = rpn.propose(objectness, deltas, anchors, batch, "test")
-    assert proposals.shape == (3, POST, 4) and valid.shape == (3, POST)
+    assert proposals.shape == (3, post, 4) and valid.shape == (3, post)
     for i in range(3):
-        expected = reference_proposals(rpn, objectness[i], deltas[i], anchors, batch.image_sizes[i].tolist(), batch.scales[i])
+        expected = reference_proposals(rpn, objectness[i], deltas[i], anchors, batch.image_sizes[i].tolist(),
+                                       batch.scales[i], post)
         got = proposals[i][valid[i]]
         assert got.shape == expected.shape, f"image {i}: {got.shape} vs {expected.shape}"
         torch.testing.assert_close(got, expected)
