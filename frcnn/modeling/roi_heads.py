@@ -15,7 +15,7 @@ from torchvision.ops import batched_nms
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.losses import masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
-from frcnn.modeling.pooling import pool_rois
+from frcnn.modeling.pooling import POOLERS, pool_rois
 from frcnn.modeling.sampling import gather_selected, sample_balanced
 from frcnn.modeling.structures import GroundTruth, ImageBatch
 
@@ -61,8 +61,8 @@ class ROIHeads(nn.Module):
         detections_per_img: int = 100,
     ):
         super().__init__()
-        if pooler not in ("align", "pool"):
-            raise ValueError(f"model.roi.pooler must be 'align' or 'pool', got {pooler!r}")
+        if pooler not in POOLERS:
+            raise ValueError(f"model.roi.pooler must be one of {', '.join(POOLERS)}, got {pooler!r}")
         if not bg_iou_thresh_lo <= bg_iou_thresh_hi <= fg_iou_thresh:
             raise ValueError(
                 "ROI thresholds must satisfy bg_iou_thresh_lo <= bg_iou_thresh_hi <= fg_iou_thresh, got "
@@ -108,9 +108,6 @@ class ROIHeads(nn.Module):
     def pool(self, features: Tensor, rois: Tensor) -> Tensor:
         """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels)."""
         num_images, per_image = rois.shape[:2]
-        # Box coordinates stay float32 whatever the features' dtype: in bfloat16 a coordinate near 1000 px would
-        # be rounded to a multiple of 4 px (8 bits of mantissa).
-        rois = rois.float()
         image_index = torch.arange(num_images, device=rois.device, dtype=rois.dtype).repeat_interleave(per_image)
         rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1)
         return pool_rois(features, rois_with_index, pooler=self.pooler, output_size=self.pool_size,
