@@ -9,8 +9,10 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 
+from frcnn.errors import FrcnnError
 
-class DataError(ValueError):
+
+class DataError(FrcnnError, ValueError):
     """The dataset cannot be used as it is (the message names the file and what is wrong with it)."""
 
 

@@ -26,12 +26,14 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from frcnn.errors import FrcnnError
+
 LAST = "last.pt"
 BEST = "best.pt"
 _ITER_RE = re.compile(r"^iter_(\d{7,})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FrcnnError, RuntimeError):
     """A checkpoint that cannot be used: unreadable, unsafe, or from another model."""
 
 

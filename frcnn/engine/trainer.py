@@ -22,9 +22,10 @@ from frcnn.engine.hooks import CheckpointHook, EvalHook, Hook, LoggingHook
 from frcnn.engine.logger import TensorBoard, log, remove_handler, setup_file_logging
 from frcnn.engine.optim import build_optimizer, build_scheduler
 from frcnn.engine.runtime import autocast, check_amp, resolve_device, rng_state, seed_everything, set_rng_state
+from frcnn.errors import FrcnnError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FrcnnError, FloatingPointError):
     def __init__(self, iteration: int, loss: str, value: float):
         self.iteration, self.loss, self.value = iteration, loss, value
         super().__init__(
