@@ -188,6 +188,9 @@ class TrainConfig:
     checkpoint_period: int = 5000
     keep_checkpoints: int = 3
     resume: str = ""  # "" (start fresh) | auto (the run dir's last.pt if any) | PATH
+    # A fresh start (resume "") in a run directory that already holds checkpoints is refused unless this is true;
+    # then the previous run's checkpoints, metrics.json and tensorboard/ are deleted first.
+    overwrite: bool = False
     vis_images: int = 4  # images with predicted boxes written to TensorBoard at each evaluation
     eval_split: str = "val"  # split evaluated during and at the end of training (metrics.json)
     eval_batch_size: int = 2

@@ -20,12 +20,14 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from frcnn.atomic_file import atomic_write, fsync_folder
 from frcnn.errors import FrcnnError
 
 LAST = "last.pt"
@@ -39,21 +41,8 @@ class CheckpointError(FrcnnError, RuntimeError):
 
 # --------------------------------------------------------------------------------------------------- files
 def atomic_save(obj: Any, path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    """``torch.save`` to ``path`` atomically (see :mod:`frcnn.atomic_file`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_link(source, target) -> None:
@@ -66,43 +55,53 @@ def atomic_link(source, target) -> None:
     try:
         os.link(source, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(source, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_folder(target.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+def load_checkpoint(path) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only. A file that holds
     anything else (a pickle that would run code) is refused with a :class:`CheckpointError`, and nothing in it
-    runs."""
+    runs.
+
+    Every tensor is loaded onto the CPU, whatever device the run uses: each consumer puts its part where it
+    belongs (``load_state_dict`` copies into the parameters' device, the optimizer casts its state to its
+    parameters' device), and RNG states must stay host byte tensors (``torch.set_rng_state`` refuses a CUDA one).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_is_torch_archive(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers, which could run "
             f"code when unpickled (weights_only load failed: {_first_line(error)})"
         ) from None
-    except Exception as error:  # truncated / not a torch file
+    except Exception as error:  # a damaged archive
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {_first_line(error)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an frcnn checkpoint (no 'model' entry)")
     return state
+
+
+def _check_is_torch_archive(path: Path) -> None:
+    """``torch.save`` has written zip archives since PyTorch 1.6; anything else gets a plain answer instead of
+    the legacy unpickler's ``KeyError: 101`` or ``EOFError``."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: the file is empty")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the archive is truncated "
+                                  f"({size} bytes; was it copied or written completely?)")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a zip archive as torch.save writes)")
 
 
 def _first_line(error: BaseException) -> str:

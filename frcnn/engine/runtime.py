@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from frcnn.errors import ConfigError
+
 AMP_MODES = ("off", "fp16", "bf16")
 
 
@@ -15,18 +17,25 @@ def resolve_device(name: str) -> torch.device:
     name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name}: frcnn trains on cpu or cuda (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name}, but CUDA is not available here (use device=auto or device=cpu)")
+        raise ConfigError(f"device={name}, but CUDA is not available here (use device=auto or device=cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
 def check_amp(amp: str, device: torch.device) -> str:
     amp = str(amp)
     if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+        raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"amp=fp16 needs CUDA (with a gradient scaler); on {device.type} use amp=bf16 or amp=off")
+        raise ConfigError(f"amp=fp16 needs CUDA (with a gradient scaler); on {device.type} use amp=bf16 or amp=off")
     return amp
 
 
@@ -59,14 +68,22 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned. Generator states are host-side byte tensors whatever the device
+    they describe, so each is brought to the CPU first: the state may come from a ``torch.load`` that put every
+    tensor on the training device (``set_rng_state`` refuses a CUDA tensor)."""
+    torch.set_rng_state(_host_bytes(state["torch"]))
     random.setstate(_from_plain(state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    keys = keys.cpu().numpy() if torch.is_tensor(keys) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
+        cuda_states = [_host_bytes(s) for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _host_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to(device="cpu", dtype=torch.uint8)
 
 
 def _numpy_state():

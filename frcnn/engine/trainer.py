@@ -21,6 +21,7 @@ from frcnn.engine.checkpoint import (CheckpointError, Checkpointer, check_model_
 from frcnn.engine.hooks import CheckpointHook, EvalHook, Hook, LoggingHook
 from frcnn.engine.logger import TensorBoard, log, remove_handler, setup_file_logging
 from frcnn.engine.optim import build_optimizer, build_scheduler
+from frcnn.engine.run_dir import check_run_dir, clean_run_dir
 from frcnn.engine.runtime import autocast, check_amp, resolve_device, rng_state, seed_everything, set_rng_state
 from frcnn.errors import FrcnnError
 
@@ -156,6 +157,11 @@ class Trainer:
             "config": self.config,
         }
 
+    def resume(self, path) -> None:
+        """Continue from the checkpoint at ``path``. It is read onto the CPU whatever ``self.device`` is (see
+        :func:`load_checkpoint`); restoring puts each part on the device its consumer needs."""
+        self.load_checkpoint_state(load_checkpoint(path), path)
+
     def load_checkpoint_state(self, state: dict, path) -> None:
         """Restore everything a checkpoint holds; refuse one of another model (naming the file and keys)."""
         diffs = describe_mismatch(state.get("config") or {}, self.config) if self.config else []
@@ -191,11 +197,12 @@ def train(cfg: DictConfig, run_dir) -> dict:
     from frcnn.modeling.build import build_model
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
     file_log = setup_file_logging(run_dir / "train.log")
     tensorboard = None
     try:
-        tc = cfg.train
+        clean_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
         device = resolve_device(cfg.device)
         amp = check_amp(tc.amp, device)
         if device.type == "cuda":
@@ -205,6 +212,8 @@ def train(cfg: DictConfig, run_dir) -> dict:
         classes = resolve_classes(cfg.dataset)
         with open_dict(cfg):
             cfg.dataset.classes = list(classes)
+            # Stored in checkpoints: frcnn-eval, run from anywhere, must find the same data.
+            cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
         log.info("run directory: %s", run_dir.resolve())
         log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
 
@@ -241,10 +250,8 @@ def train(cfg: DictConfig, run_dir) -> dict:
 
         resume = resolve_resume(tc.resume, checkpointer.folder)
         if resume is not None:
-            state = load_checkpoint(resume, map_location=device)
-            trainer.load_checkpoint_state(state, resume)
+            trainer.resume(resume)
             log.info("resumed from %s at iteration %d", resume, trainer.iter)
-            del state
         # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had.
         trainer.data = build_train_loader(train_set, batch_size=int(tc.batch_size), loader_cfg=cfg.loader,
                                           seed=int(tc.seed), start_iter=trainer.iter)

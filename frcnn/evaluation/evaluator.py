@@ -1,15 +1,13 @@
 """Dataset-level evaluation entry point, the per-class table and atomic json output."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 
+from frcnn.atomic_file import atomic_write
 from frcnn.evaluation.coco import COCO_SUMMARY_KEYS, evaluate_coco
 from frcnn.evaluation.results import to_coco_results
 from frcnn.evaluation.voc import evaluate_voc
@@ -84,24 +82,9 @@ def _jsonable(obj):
 
 
 def write_json(path, obj, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as json atomically (temporary file in the same folder, then ``os.replace``).
+    """Write ``obj`` as json atomically (see :mod:`frcnn.atomic_file`).
 
     NaN/inf (undefined metrics) are written as ``null`` so the file is strict json.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, indent=indent, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
+    text = json.dumps(_jsonable(obj), indent=indent, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text), binary=False)
