@@ -8,20 +8,15 @@ import hydra
 from omegaconf import DictConfig
 
 import frcnn  # noqa: F401  (registers the config schemas)
-from frcnn.cli._common import CONFIG_PATH, fail, run_dir
+from frcnn.cli._common import CONFIG_PATH, run_dir, run_job
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> Optional[float]:
-    from frcnn.data.errors import DataError
-    from frcnn.engine.checkpoint import CheckpointError
     from frcnn.engine.evaluate import evaluate_checkpoint
     from frcnn.engine.logger import primary_metric
 
-    try:
-        metrics = evaluate_checkpoint(cfg, run_dir())
-    except (CheckpointError, DataError, FileNotFoundError, ValueError) as error:
-        fail(error)
+    metrics = run_job(evaluate_checkpoint, cfg, run_dir())
     return primary_metric(metrics)
 
 

@@ -10,20 +10,15 @@ import hydra
 from omegaconf import DictConfig
 
 import frcnn  # noqa: F401  (registers the config schemas)
-from frcnn.cli._common import CONFIG_PATH, fail, run_dir
+from frcnn.cli._common import CONFIG_PATH, run_dir, run_job
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    from frcnn.data.errors import DataError
-    from frcnn.engine.checkpoint import CheckpointError
     from frcnn.engine.logger import primary_metric
-    from frcnn.engine.trainer import NonFiniteLossError, train
+    from frcnn.engine.trainer import train
 
-    try:
-        metrics = train(cfg, run_dir())
-    except (NonFiniteLossError, CheckpointError, DataError) as error:
-        fail(error)
+    metrics = run_job(train, cfg, run_dir())
     return primary_metric(metrics)
 
 

@@ -12,6 +12,7 @@ from frcnn.engine.checkpoint import CheckpointError, check_model_state, load_che
 from frcnn.engine.inference import run_inference
 from frcnn.engine.logger import log, summary_metrics
 from frcnn.engine.runtime import check_amp, resolve_device
+from frcnn.errors import ConfigError
 
 
 def given(node) -> Dict[str, Any]:
@@ -33,7 +34,7 @@ def _merge(base, overrides: Dict[str, Any], what: str):
     try:
         return OmegaConf.merge(base, overrides)
     except Exception as error:  # omegaconf's ValidationError / ConfigKeyError name the key
-        raise ValueError(f"invalid {what} override: {error}") from None
+        raise ConfigError(f"invalid {what} override: {error}") from None
 
 
 def checkpoint_config(state: dict, path, model_overrides: Optional[Dict[str, Any]] = None) -> DictConfig:
@@ -69,7 +70,7 @@ def eval_dataset_config(train_cfg: DictConfig, overrides: Dict[str, Any]) -> Dic
     base = OmegaConf.structured(DatasetConfig) if "name" in overrides else train_cfg.dataset.copy()
     ds = _merge(base, overrides, "dataset")
     if list(ds.classes) and list(ds.classes) != classes:
-        raise ValueError(f"dataset.classes {list(ds.classes)} differ from the classes the checkpoint was trained "
+        raise ConfigError(f"dataset.classes {list(ds.classes)} differ from the classes the checkpoint was trained "
                          f"on {classes}: leave dataset.classes empty to evaluate with the model's classes")
     ds.classes = classes
     return ds

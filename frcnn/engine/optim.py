@@ -7,6 +7,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
+from frcnn.errors import ConfigError
+
 SCHEDULES = ("multistep", "cosine")
 
 _NORM_TYPES = (
@@ -90,10 +92,10 @@ class WarmupSchedule:
     def __init__(self, *, schedule: str, max_iters: int, steps: Sequence[int] = (), gamma: float = 0.1,
                  warmup_iters: int = 0, warmup_factor: float = 0.001):
         if schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         steps = [int(s) for s in steps]
         if steps != sorted(steps):
-            raise ValueError(f"train.steps must be increasing, got {steps}")
+            raise ConfigError(f"train.steps must be increasing, got {steps}")
         self.schedule = schedule
         self.max_iters = int(max_iters)
         self.steps = steps

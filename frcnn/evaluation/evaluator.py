@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from frcnn.atomic_file import atomic_write
+from frcnn.errors import ConfigError
 from frcnn.evaluation.coco import COCO_SUMMARY_KEYS, evaluate_coco
 from frcnn.evaluation.results import to_coco_results
 from frcnn.evaluation.voc import evaluate_voc
@@ -27,7 +28,7 @@ def evaluate_dataset(dataset, detections: Sequence[dict], metric: str) -> dict:
     VOC metrics, ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"}`` for COCO.
     """
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if len(detections) != len(dataset):
         raise ValueError(f"{len(detections)} detection entries for a dataset of {len(dataset)} images")
     classes = list(dataset.classes)
@@ -35,7 +36,7 @@ def evaluate_dataset(dataset, detections: Sequence[dict], metric: str) -> dict:
         ground_truth = [dataset.ground_truth(i) for i in range(len(dataset))]
         return evaluate_voc(ground_truth, detections, classes, use_07_metric=(metric == "voc07"))
     if dataset.format != "coco":
-        raise ValueError(f"metric 'coco' needs a COCO-format dataset (pycocotools evaluates against the COCO "
+        raise ConfigError(f"metric 'coco' needs a COCO-format dataset (pycocotools evaluates against the COCO "
                          f"json), but this dataset is {dataset.format!r}; use metric 'voc07' or 'voc_area'")
     names = {int(dataset.label_to_category_id[label]): name for label, name in enumerate(classes, start=1)}
     results = to_coco_results(dataset, detections)

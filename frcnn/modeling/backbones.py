@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from frcnn.errors import ConfigError
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES = ("vgg16",) + RESNETS
 # Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the
@@ -37,7 +38,7 @@ class Backbone:
     stride: int = 16
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(ConfigError):
     """A weights file that does not fit the chosen backbone."""
 
 
@@ -52,11 +53,11 @@ def build_backbone(
     fold_frozen_bn: bool = True,
 ) -> Backbone:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     if norm not in NORMS:
-        raise ValueError(f"unknown backbone.norm {norm!r}; choose one of: {', '.join(NORMS)}")
+        raise ConfigError(f"unknown backbone.norm {norm!r}; choose one of: {', '.join(NORMS)}")
     if width != 1.0 and (name == "vgg16" or pretrained or weights):
-        raise ValueError("backbone.width != 1 needs a ResNet trained from scratch (no pretrained weights)")
+        raise ConfigError("backbone.width != 1 needs a ResNet trained from scratch (no pretrained weights)")
     model = _torchvision_model(name, norm, width)
     if weights:
         load_torchvision_weights(model, weights, name)
@@ -156,7 +157,7 @@ def _load_imagenet_weights(model: nn.Module, name: str) -> None:
     try:
         state = weights_enum.get_state_dict(progress=False)
     except Exception as error:  # no network, proxy, corrupt cache
-        raise RuntimeError(
+        raise ConfigError(
             f"could not fetch torchvision's ImageNet weights for {name} ({error}); download them where the "
             f"network works, or set backbone.weights=PATH to a local state-dict file"
         ) from None

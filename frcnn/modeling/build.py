@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from frcnn.errors import ConfigError
 from frcnn.modeling.anchors import AnchorGenerator
 from frcnn.modeling.backbones import build_backbone
 from frcnn.modeling.detector import FasterRCNN
@@ -19,7 +20,7 @@ def build_model(cfg, *, fold_frozen_bn: bool = True) -> FasterRCNN:
     """
     classes = list(cfg.dataset.classes)
     if not classes:
-        raise ValueError(
+        raise ConfigError(
             "dataset.classes is empty: set it in the dataset config, or let the data layer read it from the "
             "annotations first (frcnn.data.build.resolve_classes)"
         )
@@ -34,12 +35,12 @@ def build_model(cfg, *, fold_frozen_bn: bool = True) -> FasterRCNN:
         fold_frozen_bn=fold_frozen_bn,
     )
     if cfg.backbone.name == "vgg16" and m.roi.pool_size != 7:
-        raise ValueError(f"vgg16's fc6 takes 7x7 ROI features: set model.roi.pool_size=7 (got {m.roi.pool_size})")
+        raise ConfigError(f"vgg16's fc6 takes 7x7 ROI features: set model.roi.pool_size=7 (got {m.roi.pool_size})")
     anchors = AnchorGenerator(
         stride=backbone.stride, scales=list(m.anchor.scales), ratios=list(m.anchor.ratios), offset=m.anchor.offset
     )
     if m.anchor.stride != backbone.stride:
-        raise ValueError(f"model.anchor.stride={m.anchor.stride}, but {cfg.backbone.name}'s trunk has stride 16")
+        raise ConfigError(f"model.anchor.stride={m.anchor.stride}, but {cfg.backbone.name}'s trunk has stride 16")
     conv_channels = backbone.trunk_channels if m.rpn.conv_channels < 0 else m.rpn.conv_channels
     rpn = RegionProposalNetwork(
         head=RPNHead(

@@ -125,7 +125,7 @@ def test_a_wrong_type_fails_naming_the_key(hydra_conf):
 
 
 def test_eval_overrides_are_typed_when_merged_onto_the_checkpoint_config(hydra_conf):
-    train_cfg = compose("train", overrides=["dataset.root=/data/shapes"])
+    train_cfg = compose("train", overrides=["dataset=shapes", "dataset.root=/data/shapes"])
     stored = OmegaConf.to_container(train_cfg, resolve=True)
     stored["dataset"]["classes"] = ["circle", "square", "triangle"]
     cfg = checkpoint_config({"config": stored}, "x.pt", {"roi": {"score_thresh": 0.0}})
