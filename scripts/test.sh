@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: sets up .venv on a fresh machine, then runs the test suite.
-#   bash scripts/test.sh            fast suite (under ~10 minutes on 2 CPU cores)
+#   bash scripts/test.sh            fast suite (2-3 minutes on 2 CPU cores; kept under 10)
 #   bash scripts/test.sh --slow     only the slow tests (end-to-end training until the model detects)
 #   bash scripts/test.sh --all      everything
 # Extra arguments go to pytest, e.g. bash scripts/test.sh tests/modeling -x
