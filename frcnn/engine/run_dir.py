@@ -32,7 +32,7 @@ def check_run_dir(run_dir, *, resume: str, overwrite: bool) -> None:
     neither ``resume`` nor ``overwrite`` says what to do with them. Changes nothing but creating the folders."""
     run_dir = Path(run_dir)
     for folder in (run_dir, run_dir / CHECKPOINTS):
-        _check_writable(folder)
+        check_writable(folder)
     found = previous_checkpoints(run_dir)
     if found and not str(resume or "") and not overwrite:
         names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
@@ -59,7 +59,8 @@ def clean_run_dir(run_dir, *, resume: str, overwrite: bool) -> None:
                         ", ".join(str(p.relative_to(run_dir)) for p in old), run_dir)
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder) -> None:
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test.{os.getpid()}.tmp"

@@ -74,10 +74,11 @@ def test_a_misspelled_experiment_fails_before_anything_runs_listing_the_choices(
     assert not (tmp_path / "outputs").exists()
 
 
-def test_an_unwritable_run_directory_is_named(tmp_path):
+@pytest.mark.parametrize("command,args", [("frcnn-train", ["experiment=shapes"]), ("frcnn-eval", ["checkpoint=x.pt"])])
+def test_an_unwritable_run_directory_is_named(tmp_path, command, args):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
-    proc = run("frcnn-train", "experiment=shapes", f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    proc = run(command, *args, f"hydra.run.dir={blocker}/run", cwd=tmp_path)
     assert_clean_error(proc, f"cannot write into {blocker}/run", "must be writable", "hydra.run.dir=")
 
 
