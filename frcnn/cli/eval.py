@@ -14,7 +14,7 @@ from frcnn.cli._common import CONFIG_PATH, run_dir, run_job
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> Optional[float]:
     from frcnn.engine.evaluate import evaluate_checkpoint
-    from frcnn.engine.logger import primary_metric
+    from frcnn.evaluation.summary import primary_metric
 
     metrics = run_job(evaluate_checkpoint, cfg, run_dir())
     return primary_metric(metrics)

@@ -15,8 +15,8 @@ from frcnn.cli._common import CONFIG_PATH, run_dir, run_job
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    from frcnn.engine.logger import primary_metric
-    from frcnn.engine.trainer import train
+    from frcnn.engine.launch import train
+    from frcnn.evaluation.summary import primary_metric
 
     metrics = run_job(train, cfg, run_dir())
     return primary_metric(metrics)

@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from frcnn.config import DatasetConfig, TrainAppConfig
 from frcnn.engine.checkpoint import CheckpointError, check_model_state, load_checkpoint
 from frcnn.engine.inference import run_inference
-from frcnn.engine.logger import log, summary_metrics
+from frcnn.engine.logs import log
+from frcnn.evaluation.summary import summary_metrics
 from frcnn.engine.runtime import check_amp, resolve_device
 from frcnn.errors import ConfigError
 

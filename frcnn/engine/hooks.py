@@ -1,21 +1,27 @@
-"""What happens around the training steps: logging, checkpoints, evaluation. Each hook is called by the trainer
-at ``before_train``, ``after_step`` (``trainer.iter`` = iterations done) and ``after_train``; ``close`` runs last
-whatever happened (also after an error), to release files and bars."""
+"""What happens around the training steps, one job per hook. The trainer calls each hook at ``before_train``,
+``after_step`` (``trainer.iter`` = iterations done) and ``after_train``; ``close`` runs last whatever happened
+(also after an error), to release files and bars. Hooks that measure put their results into
+``trainer.storage`` (:class:`frcnn.engine.events.EventStorage`); hooks that report read them from there, so the
+order of the hook list is: measure (losses, checkpoint, evaluation), then report (best checkpoint, TensorBoard,
+metrics.json).
+"""
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from frcnn.engine.checkpoint import Checkpointer
-from frcnn.engine.inference import run_inference
-from frcnn.engine.logger import (ProgressBar, TensorBoard, draw_detections, format_losses, log, primary_metric,
-                                 summary_metrics)
-from frcnn.engine.runtime import preserved_rng
+from frcnn.engine.logs import log
+from frcnn.engine.progress import ProgressBar
+from frcnn.engine.tensorboard import TensorBoard
+from frcnn.evaluation import format_table, primary_metric, summary_metrics, write_json
 
-VIS_SCORE_THRESH = 0.5  # boxes drawn on the TensorBoard images
+# Loss names of the model -> short names in the log line and TensorBoard tags (loss/<short>).
+SHORT_NAMES = {"loss_rpn_cls": "rpn_cls", "loss_rpn_box": "rpn_box", "loss_rcnn_cls": "rcnn_cls",
+               "loss_rcnn_box": "rcnn_box"}
 
 
 def _due(iteration: int, period: int) -> bool:
@@ -45,11 +51,10 @@ class Hook:
 
 class LoggingHook(Hook):
     """Every ``period`` iterations: reads the losses (the only host sync of the loop), logs them with the lr and
-    images/s to the log file, TensorBoard and the progress bar."""
+    images/s, shows them on the progress bar and puts them into the storage (``loss/*``, ``lr``, ``speed/*``)."""
 
-    def __init__(self, *, period: int, tensorboard: Optional[TensorBoard], progress_bar: bool = True):
+    def __init__(self, *, period: int, progress_bar: bool = True):
         self.period = max(1, int(period))
-        self.tb = tensorboard
         self.progress_bar = progress_bar
         self.bar: Optional[ProgressBar] = None
 
@@ -72,22 +77,16 @@ class LoggingHook(Hook):
         losses = trainer.pop_loss_means()  # raises NonFiniteLossError on a bad loss
         if not losses:
             return
-        elapsed = time.perf_counter() - self._time
-        speed = (trainer.iter - self._iter) * trainer.batch_size / max(elapsed, 1e-9)
+        speed = (trainer.iter - self._iter) * trainer.batch_size / max(time.perf_counter() - self._time, 1e-9)
         self._mark(trainer)
-        lr = trainer.lr
-        total = sum(losses.values())
-        log.info("iter %d/%d  loss=%.4f %s  lr=%.3g  %.2f images/s", trainer.iter, trainer.max_iters, total,
-                 format_losses(losses), lr, speed)
-        self.bar.set_postfix(f"loss={total:.3f} {format_losses(losses)} lr={lr:.2g} {speed:.1f}img/s")
-        if self.tb is not None:
-            self.tb.losses(losses, trainer.iter)
-            self.tb.scalar("lr", lr, trainer.iter)
-            self.tb.scalar("speed/images_per_s", speed, trainer.iter)
-
-    def after_train(self, trainer) -> None:
-        if self.tb is not None:
-            self.tb.flush()
+        lr, total = trainer.lr, sum(losses.values())
+        text = " ".join(f"{SHORT_NAMES.get(k, k)}={v:.4f}" for k, v in losses.items())
+        log.info("iter %d/%d  loss=%.4f %s  lr=%.3g  %.2f images/s", trainer.iter, trainer.max_iters, total, text,
+                 lr, speed)
+        self.bar.set_postfix(f"loss={total:.3f} {text} lr={lr:.2g} {speed:.1f}img/s")
+        scalars = {f"loss/{SHORT_NAMES.get(k, k)}": v for k, v in losses.items()}
+        trainer.storage.put_scalars(trainer.iter, {**scalars, "loss/total": total, "lr": lr,
+                                                   "speed/images_per_s": speed})
 
     def close(self) -> None:
         if self.bar is not None:
@@ -118,28 +117,53 @@ class CheckpointHook(Hook):
         log.info("checkpoint: %s (and %s)", path, self.checkpointer.last_path.name)
 
 
-class EvalHook(Hook):
-    """Evaluates every ``period`` iterations and at the end; logs the table, writes ``metrics/<name>`` and images
-    with predicted boxes to TensorBoard, keeps ``best.pt`` by the primary metric (mAP or AP), and writes the final
-    ``metrics.json``. Global RNG states are left as they were, so evaluating does not change training."""
+# evaluate(model) -> (metrics.json dict, pictures with the predicted boxes drawn)
+Evaluation = Callable[[torch.nn.Module], Tuple[Dict, List[torch.Tensor]]]
 
-    def __init__(self, *, build_loader, metric: str, device: torch.device, amp: str, classes: Sequence[str],
-                 period: int, checkpointer: Optional[Checkpointer], tensorboard: Optional[TensorBoard],
-                 metrics_path: Path, vis_images: int = 0):
-        self.build_loader = build_loader
-        self.metric = metric
-        self.device = device
-        self.amp = amp
-        self.classes = list(classes)
+
+class EvalHook(Hook):
+    """Runs ``evaluate`` every ``period`` iterations and at the end; logs the per-class table and puts the result
+    into the storage. ``before_train`` calls ``prepare`` (e.g. build the loader), so a broken evaluation split
+    fails before the first step, not after hours of training."""
+
+    def __init__(self, evaluate: Evaluation, *, period: int, classes: Sequence[str], prepare=None):
+        self.evaluate = evaluate
         self.period = int(period)
-        self.checkpointer = checkpointer
-        self.tb = tensorboard
-        self.metrics_path = Path(metrics_path)
-        self.vis_images = int(vis_images)
-        self.loader = None
-        self.best: Optional[float] = None
+        self.classes = list(classes)
+        self.prepare = prepare
         self.last_iter = -1
-        self.final_metrics: dict = {}
+
+    def before_train(self, trainer) -> None:
+        if self.prepare is not None:
+            self.prepare()
+
+    def after_step(self, trainer) -> None:
+        if _due(trainer.iter, self.period) and trainer.iter < trainer.max_iters:
+            self.run(trainer)
+
+    def after_train(self, trainer) -> None:
+        if self.last_iter != trainer.iter:
+            self.run(trainer)
+
+    def run(self, trainer) -> None:
+        trainer.check_losses()
+        metrics, pictures = self.evaluate(trainer.model)
+        self.last_iter = trainer.iter
+        log.info("evaluation at iteration %d:\n%s", trainer.iter, format_table(metrics, self.classes))
+        trainer.storage.put_metrics(trainer.iter, metrics, summary_metrics(metrics))
+        if pictures:
+            trainer.storage.put_images(trainer.iter, "predictions", pictures)
+
+
+class BestCheckpointHook(Hook):
+    """Keeps ``best.pt``: the checkpoint of the best primary metric (mAP or AP) the evaluations reported."""
+
+    former_state_name = "EvalHook"  # where checkpoints of earlier versions kept ``best``
+
+    def __init__(self, checkpointer: Checkpointer):
+        self.checkpointer = checkpointer
+        self.best: Optional[float] = None
+        self._seen_iter = -1
 
     def state_dict(self) -> dict:
         return {"best": self.best}
@@ -147,48 +171,47 @@ class EvalHook(Hook):
     def load_state_dict(self, state: dict) -> None:
         self.best = state.get("best")
 
-    def before_train(self, trainer) -> None:
-        # Built up front so that a missing split fails now, not after hours of training.
-        self.loader = self.build_loader()
-        log.info("evaluation: %s, %d images, metric %s, every %s", getattr(self.loader.dataset, "name", "?"),
-                 len(self.loader.dataset), self.metric, f"{self.period} iterations" if self.period > 0 else "run (end)")
-
     def after_step(self, trainer) -> None:
-        if _due(trainer.iter, self.period) and trainer.iter < trainer.max_iters:
-            self.evaluate(trainer)
-
-    def after_train(self, trainer) -> None:
-        metrics = self.final_metrics if self.last_iter == trainer.iter else self.evaluate(trainer)
-        from frcnn.evaluation import write_json
-
-        write_json(self.metrics_path, metrics)
-        log.info("metrics: %s", self.metrics_path)
-
-    def evaluate(self, trainer) -> dict:
-        from frcnn.evaluation import evaluate_dataset, format_table
-
-        trainer.check_losses()
-        dataset = self.loader.dataset
-        with preserved_rng():
-            detections = run_inference(trainer.model, self.loader, device=self.device, amp=self.amp)
-            metrics = evaluate_dataset(dataset, detections, self.metric)
-        self.last_iter = trainer.iter
-        self.final_metrics = metrics
-        log.info("evaluation at iteration %d:\n%s", trainer.iter, format_table(metrics, self.classes))
-        if self.tb is not None:
-            self.tb.metrics(metrics, trainer.iter)
-            if self.vis_images > 0:
-                images = [
-                    draw_detections(dataset[i][0], detections[i], self.classes, score_thresh=VIS_SCORE_THRESH)
-                    for i in range(min(self.vis_images, len(dataset)))
-                ]
-                self.tb.images("predictions", images, trainer.iter)
-            self.tb.flush()
-        score = primary_metric(metrics)
-        if score is not None and (self.best is None or score > self.best) and self.checkpointer is not None:
+        storage = trainer.storage
+        if storage.metrics is None or storage.metrics_iter == self._seen_iter:
+            return
+        self._seen_iter = storage.metrics_iter
+        score = primary_metric(storage.metrics)
+        if score is not None and (self.best is None or score > self.best):
             self.best = score
             state = trainer.checkpoint_state()
-            state["metrics"] = summary_metrics(metrics)
+            state["metrics"] = summary_metrics(storage.metrics)
             self.checkpointer.save_best(state)
             log.info("best so far (%.4f): %s", score, self.checkpointer.best_path)
-        return metrics
+
+    def after_train(self, trainer) -> None:
+        self.after_step(trainer)
+
+
+class TensorBoardHook(Hook):
+    """Writes what the storage holds to TensorBoard after every step (cheap: most steps hold nothing)."""
+
+    def __init__(self, tensorboard: TensorBoard):
+        self.tensorboard = tensorboard
+
+    def after_step(self, trainer) -> None:
+        self.tensorboard.write(trainer.storage)
+
+    def after_train(self, trainer) -> None:
+        self.tensorboard.write(trainer.storage)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+class MetricsFileHook(Hook):
+    """Writes the last evaluation's result to ``metrics.json`` at the end of training."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def after_train(self, trainer) -> None:
+        if trainer.storage.metrics is not None:
+            write_json(self.path, trainer.storage.metrics)
+            log.info("metrics: %s", self.path)

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from frcnn.engine.logger import log
+from frcnn.engine.logs import log
 from frcnn.engine.runtime import autocast
 
 

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from frcnn.engine.checkpoint import load_checkpoint
 from frcnn.engine.evaluate import checkpoint_config, given, load_trained_model
 from frcnn.engine.inference import run_inference
-from frcnn.engine.logger import draw_detections, log
+from frcnn.engine.drawing import draw_detections
+from frcnn.engine.logs import log
 from frcnn.engine.runtime import check_amp, resolve_device
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}

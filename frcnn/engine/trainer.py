@@ -1,4 +1,4 @@
-"""The training loop and the function that sets a run up from its config.
+"""The training loop: ``Trainer`` runs the steps and calls its hooks; the run's set-up is ``frcnn.engine.launch``.
 
 ``Trainer.run_step`` is the whole step, top to bottom: next batch, forward under autocast, backward (through the
 gradient scaler for fp16), optional gradient clipping, optimizer and scheduler step, and keeping the detached
@@ -7,22 +7,15 @@ every ``train.log_period`` iterations and before each checkpoint or evaluation.
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from frcnn.engine.checkpoint import (CheckpointError, Checkpointer, check_model_state, describe_mismatch,
-                                    load_checkpoint, resolve_resume)
-from frcnn.engine.hooks import CheckpointHook, EvalHook, Hook, LoggingHook
-from frcnn.engine.logger import TensorBoard, log, remove_handler, setup_file_logging
-from frcnn.engine.optim import build_optimizer, build_scheduler
-from frcnn.engine.run_dir import check_run_dir, clean_run_dir
-from frcnn.engine.runtime import autocast, check_amp, resolve_device, rng_state, seed_everything, set_rng_state
+from frcnn.engine.checkpoint import CheckpointError, check_model_state, describe_mismatch, load_checkpoint
+from frcnn.engine.events import EventStorage
+from frcnn.engine.hooks import Hook
+from frcnn.engine.runtime import autocast, rng_state, set_rng_state
 from frcnn.errors import FrcnnError
 
 
@@ -66,6 +59,7 @@ class Trainer:
         self.iter = int(start_iter)  # iterations completed
         self.hooks = list(hooks)
         self.config = config or {}
+        self.storage = EventStorage()
         self._data_iter: Optional[Iterator] = None
         self._loss_names: Optional[List[str]] = None
         self._pending: List[torch.Tensor] = []  # detached [L] loss vectors not yet read
@@ -175,103 +169,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         hook_states = state.get("hooks", {})
         for hook in self.hooks:
-            if type(hook).__name__ in hook_states:
-                hook.load_state_dict(hook_states[type(hook).__name__])
+            # Checkpoints written before the hooks were split kept the best metric under "EvalHook".
+            for name in (type(hook).__name__, getattr(hook, "former_state_name", None)):
+                if name in hook_states:
+                    hook.load_state_dict(hook_states[name])
+                    break
         self._rng_to_restore = state["rng"]
         self.iter = int(state["iteration"])
         self._pending_start = self.iter + 1
-
-
-# ------------------------------------------------------------------------------------------------- setup
-def plain_config(cfg: DictConfig) -> dict:
-    """The composed config as a plain dict (what checkpoints store)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-
-
-def train(cfg: DictConfig, run_dir) -> dict:
-    """Train as ``cfg`` says, writing into ``run_dir``; returns the final evaluation's metrics.
-
-    ``cfg`` is a composed train config (``frcnn-train``'s); ``cfg.dataset.classes`` is filled in when empty.
-    """
-    from frcnn.data.build import build_dataset, build_test_loader, build_train_loader, resolve_classes
-    from frcnn.modeling.build import build_model
-
-    run_dir = Path(run_dir)
-    tc = cfg.train
-    check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
-    file_log = setup_file_logging(run_dir / "train.log")
-    tensorboard = None
-    try:
-        clean_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
-        device = resolve_device(cfg.device)
-        amp = check_amp(tc.amp, device)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = bool(tc.cudnn_benchmark)
-        seed_everything(tc.seed)
-
-        classes = resolve_classes(cfg.dataset)
-        with open_dict(cfg):
-            cfg.dataset.classes = list(classes)
-            # Stored in checkpoints: frcnn-eval, run from anywhere, must find the same data.
-            cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
-        log.info("run directory: %s", run_dir.resolve())
-        log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
-
-        train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
-        log.info("training data: %s", train_set)
-        model = build_model(cfg).to(device)
-        if tc.compile:
-            model.trunk.compile()
-            model.roi_heads.box_head.compile()
-        optimizer = build_optimizer(model, tc)
-        scheduler = build_scheduler(optimizer, tc)
-        scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
-
-        checkpointer = Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints))
-        tensorboard = TensorBoard(run_dir / "tensorboard")
-
-        def build_eval_loader():
-            dataset = build_dataset(cfg.dataset, str(tc.eval_split), train=False, loader_cfg=cfg.loader)
-            return build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=cfg.loader)
-
-        # Order matters at a shared iteration: the loss check and log line first, then the periodic checkpoint,
-        # then evaluation (which may write best.pt).
-        hooks: List[Hook] = [
-            LoggingHook(period=int(tc.log_period), tensorboard=tensorboard,
-                        progress_bar=bool(tc.progress_bar) and sys.stderr.isatty()),
-            CheckpointHook(checkpointer, period=int(tc.checkpoint_period)),
-            EvalHook(build_loader=build_eval_loader, metric=str(cfg.dataset.metric), device=device, amp=amp,
-                     classes=classes, period=int(tc.eval_period), checkpointer=checkpointer,
-                     tensorboard=tensorboard, metrics_path=run_dir / "metrics.json", vis_images=int(tc.vis_images)),
-        ]
-        trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, data=(), max_iters=int(tc.max_iters),
-                          batch_size=int(tc.batch_size), device=device, amp=amp, scaler=scaler,
-                          clip_grad_norm=float(tc.clip_grad_norm), hooks=hooks, config=plain_config(cfg))
-
-        resume = resolve_resume(tc.resume, checkpointer.folder)
-        if resume is not None:
-            trainer.resume(resume)
-            log.info("resumed from %s at iteration %d", resume, trainer.iter)
-        # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had.
-        trainer.data = build_train_loader(train_set, batch_size=int(tc.batch_size), loader_cfg=cfg.loader,
-                                          seed=int(tc.seed), start_iter=trainer.iter)
-        with _redirect_console(bool(tc.progress_bar)):
-            trainer.train()
-        return hooks[-1].final_metrics
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-        remove_handler(file_log)
-
-
-def _redirect_console(enabled: bool):
-    """Console log lines printed above the tqdm bar instead of through it."""
-    if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext()
-    import logging
-
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    root = logging.getLogger()
-    # Hydra's console handler sits on the root logger; without Hydra, setup_file_logging put one on ours.
-    return logging_redirect_tqdm(loggers=[root] if root.handlers else [log])

@@ -18,7 +18,8 @@ from frcnn.engine.checkpoint import CheckpointError, Checkpointer, atomic_save, 
 from frcnn.engine.optim import build_optimizer, build_scheduler
 from frcnn.engine.run_dir import check_run_dir
 from frcnn.engine.runtime import rng_state
-from frcnn.engine.trainer import Trainer, train
+from frcnn.engine.launch import train
+from frcnn.engine.trainer import Trainer
 from frcnn.errors import RunDirError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

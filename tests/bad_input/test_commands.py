@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import frcnn  # noqa: F401  (registers the config schemas)
-from frcnn.engine.trainer import train
+from frcnn.engine.launch import train
 
 BIN = Path(sys.executable).parent
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from frcnn.data.build import build_dataset, build_test_loader
 from frcnn.engine.inference import run_inference
-from frcnn.engine.trainer import train
+from frcnn.engine.launch import train
 from frcnn.evaluation import evaluate_dataset
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

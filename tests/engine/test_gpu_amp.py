@@ -6,7 +6,7 @@ import torch
 
 from frcnn.engine.checkpoint import load_checkpoint
 from frcnn.engine.runtime import autocast, check_amp, resolve_device
-from frcnn.engine.trainer import train
+from frcnn.engine.launch import train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from frcnn.engine.trainer import train
+from frcnn.engine.launch import train
 
 RECIPE = [
     "experiment=shapes",

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from frcnn.engine.checkpoint import load_checkpoint
-from frcnn.engine.trainer import Trainer, train
+from frcnn.engine.launch import train
+from frcnn.engine.trainer import Trainer
 
 COMMON = ["train.max_iters=3", "train.checkpoint_period=2", "model.input.min_size=[96,128]", "train.vis_images=0",
           "loader.hflip_prob=0.5", "train.lr=0.01"]

@@ -56,7 +56,7 @@ def _trainer(model, hooks, max_iters=10, **kw):
 @pytest.mark.parametrize("bad_value,shown", [(float("nan"), "nan"), (float("inf"), "inf")])
 def test_a_non_finite_loss_stops_the_run_naming_iteration_and_loss(tmp_path, bad_value, shown):
     checkpointer = Checkpointer(tmp_path / "checkpoints")
-    hooks = [LoggingHook(period=4, tensorboard=None, progress_bar=False), CheckpointHook(checkpointer, period=3)]
+    hooks = [LoggingHook(period=4, progress_bar=False), CheckpointHook(checkpointer, period=3)]
     trainer = _trainer(StandIn(bad_at=5, bad_loss="loss_rpn_box", bad_value=bad_value), hooks)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
@@ -84,7 +84,7 @@ def test_the_step_loop_reads_nothing_back_between_log_periods(monkeypatch):
             return __original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
-    trainer = _trainer(StandIn(), [LoggingHook(period=5, tensorboard=None, progress_bar=False)])
+    trainer = _trainer(StandIn(), [LoggingHook(period=5, progress_bar=False)])
     run_step = trainer.run_step
 
     def watched():

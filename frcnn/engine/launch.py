@@ -1,0 +1,143 @@
+"""A training run from its config: ``train(cfg, run_dir)`` is ``frcnn-train``.
+
+It checks the config and the run directory, builds the data, model, optimizer and hooks, resumes when asked, and
+runs the :class:`~frcnn.engine.trainer.Trainer`. Everything that can be checked cheaply is checked before the first
+step: config ranges, the run directory and ``checkpoints/`` being writable, every split's annotations, and the
+headers of every image the run will read.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from frcnn.engine.checkpoint import Checkpointer, load_checkpoint, resolve_resume
+from frcnn.engine.drawing import draw_detections
+from frcnn.engine.hooks import (BestCheckpointHook, CheckpointHook, EvalHook, Hook, LoggingHook, MetricsFileHook,
+                                TensorBoardHook)
+from frcnn.engine.inference import run_inference
+from frcnn.engine.logs import log, remove_handler, setup_file_logging
+from frcnn.engine.optim import build_optimizer, build_scheduler
+from frcnn.engine.progress import log_lines_above_the_bar
+from frcnn.engine.run_dir import check_run_dir, clean_run_dir
+from frcnn.engine.runtime import check_amp, preserved_rng, resolve_device, seed_everything
+from frcnn.engine.tensorboard import TensorBoard
+from frcnn.engine.trainer import Trainer
+
+VIS_SCORE_THRESH = 0.5  # boxes drawn on the TensorBoard pictures
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    """The composed config as a plain dict (what checkpoints store)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def train(cfg: DictConfig, run_dir) -> dict:
+    """Train as ``cfg`` (a composed train config) says, writing into ``run_dir``; returns the final evaluation's
+    metrics. ``cfg.dataset.classes`` is filled in when empty and ``cfg.dataset.root`` made absolute."""
+    run_dir, tc = Path(run_dir), cfg.train
+    check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
+    file_log = setup_file_logging(run_dir / "train.log")
+    try:
+        clean_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
+        trainer = build_trainer(cfg, run_dir)
+        with log_lines_above_the_bar(bool(tc.progress_bar), log):
+            trainer.train()
+        return trainer.storage.metrics or {}
+    finally:
+        remove_handler(file_log)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+    """Data, model, optimizer and hooks of a run, resumed from ``train.resume`` when given."""
+    from frcnn.data.build import build_dataset, build_train_loader, resolve_classes
+    from frcnn.modeling.build import build_model
+
+    tc = cfg.train
+    device = resolve_device(cfg.device)
+    amp = check_amp(tc.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(tc.cudnn_benchmark)
+    seed_everything(tc.seed)
+    classes = resolve_classes(cfg.dataset)
+    with open_dict(cfg):
+        cfg.dataset.classes = list(classes)
+        # Stored in checkpoints: frcnn-eval, run from anywhere, must find the same data.
+        cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
+    log.info("run directory: %s", run_dir.resolve())
+    log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
+
+    train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
+    log.info("training data: %s", train_set)
+    model = build_model(cfg).to(device)
+    if tc.compile:
+        model.trunk.compile()
+        model.roi_heads.box_head.compile()
+    optimizer = build_optimizer(model, tc)
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints))
+    resume = resolve_resume(tc.resume, checkpointer.folder)
+    state = load_checkpoint(resume) if resume is not None else None
+    start_iter = int(state["iteration"]) if state is not None else 0
+    # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had.
+    data = build_train_loader(train_set, batch_size=int(tc.batch_size), loader_cfg=cfg.loader, seed=int(tc.seed),
+                              start_iter=start_iter)
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, tc), data=data,
+                      max_iters=int(tc.max_iters), batch_size=int(tc.batch_size), device=device, amp=amp,
+                      scaler=torch.amp.GradScaler(device.type, enabled=(amp == "fp16")),
+                      clip_grad_norm=float(tc.clip_grad_norm), config=plain_config(cfg),
+                      hooks=build_hooks(cfg, run_dir, checkpointer, device, amp, classes))
+    if state is not None:
+        trainer.load_checkpoint_state(state, resume)
+        log.info("resumed from %s at iteration %d", resume, trainer.iter)
+    return trainer
+
+
+def build_hooks(cfg: DictConfig, run_dir: Path, checkpointer: Checkpointer, device: torch.device, amp: str,
+                classes: List[str]) -> List[Hook]:
+    """Measuring hooks first (losses, periodic checkpoint, evaluation), then those that report their results."""
+    tc = cfg.train
+    evaluation = TrainingEvaluation(cfg, device, amp, classes)
+    return [
+        LoggingHook(period=int(tc.log_period), progress_bar=bool(tc.progress_bar) and sys.stderr.isatty()),
+        CheckpointHook(checkpointer, period=int(tc.checkpoint_period)),
+        EvalHook(evaluation, period=int(tc.eval_period), classes=classes, prepare=evaluation.prepare),
+        BestCheckpointHook(checkpointer),
+        TensorBoardHook(TensorBoard(run_dir / "tensorboard")),
+        MetricsFileHook(run_dir / "metrics.json"),
+    ]
+
+
+class TrainingEvaluation:
+    """The evaluation split of a run (``train.eval_split``) scored with the dataset's metric, plus pictures of the
+    first ``train.vis_images`` images with their detections. Global RNG states are left as they were, so
+    evaluating does not change training."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device, amp: str, classes: List[str]):
+        self.cfg, self.device, self.amp, self.classes = cfg, device, amp, classes
+        self.loader = None
+
+    def prepare(self) -> None:
+        from frcnn.data.build import build_dataset, build_test_loader
+
+        tc = self.cfg.train
+        dataset = build_dataset(self.cfg.dataset, str(tc.eval_split), train=False, loader_cfg=self.cfg.loader)
+        self.loader = build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=self.cfg.loader)
+        log.info("evaluation: %s, %d images, metric %s, every %s", dataset.name, len(dataset),
+                 self.cfg.dataset.metric, f"{tc.eval_period} iterations" if tc.eval_period > 0 else "run (end)")
+
+    def __call__(self, model: torch.nn.Module):
+        from frcnn.evaluation import evaluate_dataset
+
+        if self.loader is None:
+            self.prepare()
+        dataset = self.loader.dataset
+        with preserved_rng():
+            detections = run_inference(model, self.loader, device=self.device, amp=self.amp)
+            metrics = evaluate_dataset(dataset, detections, str(self.cfg.dataset.metric))
+        count = min(int(self.cfg.train.vis_images), len(dataset))
+        pictures = [draw_detections(dataset[i][0], detections[i], self.classes, score_thresh=VIS_SCORE_THRESH)
+                    for i in range(count)]
+        return metrics, pictures
