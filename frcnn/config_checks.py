@@ -14,6 +14,7 @@ tuples the code that uses them defines (``SCHEDULES``, ``AMP_MODES``, ...), so t
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -22,17 +23,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from frcnn.data.build import FORMATS, SPLITS
-from frcnn.engine.optim import SCHEDULES
-from frcnn.engine.runtime import AMP_MODES
 from frcnn.errors import ConfigError
-from frcnn.evaluation.evaluator import METRICS
-from frcnn.modeling.backbones import BACKBONES, NORMS, Backbone
-from frcnn.modeling.pooling import POOLERS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "TRAIN_RULES"]
+__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "train_rules"]
 
 
 # --------------------------------------------------------------------------------------------------- rules
@@ -156,89 +151,102 @@ INPUT_SIDE = Number(32)
 OFF_AT_0 = Number(0, note="0 = only at the end")
 DEVICE = Matches(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
 
-#: key of the train config -> its rule. Keys left out are free (paths, names, booleans, train.seed: any integer,
-#: seeds torch and NumPy alike).
-TRAIN_RULES: Dict[str, Rule] = {
-    "device": DEVICE,
-    "backbone.name": OneOf(BACKBONES),
-    "backbone.norm": OneOf(NORMS),
-    "backbone.freeze_at": Number(-1, note="-1 = the backbone's default"),
-    "backbone.width": POSITIVE,
-    "model.input.min_size": ListOf(INPUT_SIDE),
-    "model.input.max_size": INPUT_SIDE,
-    "model.input.pixel_mean": ListOf(Number(), length=3),
-    "model.input.pixel_std": ListOf(POSITIVE, length=3),
-    "model.input.size_divisible": COUNT,
-    "model.anchor.scales": ListOf(POSITIVE),
-    "model.anchor.ratios": ListOf(POSITIVE),
-    # build_model takes no other: the anchors' stride is the trunk's, and every backbone's trunk has this one.
-    "model.anchor.stride": Number(Backbone.stride, Backbone.stride, note="the stride of every backbone's trunk"),
-    "model.anchor.offset": Number(0, 1, hi_open=True),
-    "model.rpn.fg_iou_thresh": UNIT,
-    "model.rpn.bg_iou_thresh": UNIT,
-    "model.rpn.batch_size_per_image": COUNT,
-    "model.rpn.positive_fraction": UNIT,
-    "model.rpn.nms_thresh": NMS,
-    "model.rpn.min_size": NON_NEGATIVE,
-    "model.rpn.pre_nms_top_n.train": COUNT,
-    "model.rpn.pre_nms_top_n.test": COUNT,
-    "model.rpn.post_nms_top_n.train": COUNT,
-    "model.rpn.post_nms_top_n.test": COUNT,
-    "model.rpn.allowed_border": Number(note="negative = no border filter"),
-    "model.rpn.smooth_l1_sigma": POSITIVE,
-    "model.rpn.conv_channels": Number(1, also=(-1,), note="-1 = the trunk's channels"),
-    "model.roi.batch_size_per_image": COUNT,
-    "model.roi.positive_fraction": UNIT,
-    "model.roi.fg_iou_thresh": UNIT,
-    "model.roi.bg_iou_thresh_hi": UNIT,
-    "model.roi.bg_iou_thresh_lo": UNIT,
-    "model.roi.pooler": OneOf(POOLERS),
-    "model.roi.pool_size": COUNT,
-    "model.roi.sampling_ratio": Number(0, note="0 = adaptive"),
-    "model.roi.box_target_stds": ListOf(POSITIVE, length=4),
-    "model.roi.smooth_l1_sigma": POSITIVE,
-    "model.roi.score_thresh": UNIT,
-    "model.roi.nms_thresh": NMS,
-    "model.roi.detections_per_img": COUNT,
-    "dataset.format": OneOf(FORMATS),
-    "dataset.metric": OneOf(METRICS),
-    "dataset.shapes.seed": NON_NEGATIVE,  # NumPy's generators take no negative seed
-    "dataset.shapes.num_train": COUNT,
-    "dataset.shapes.num_val": COUNT,
-    "dataset.shapes.num_test": COUNT,
-    "dataset.shapes.image_min_side": INPUT_SIDE,
-    "dataset.shapes.image_max_side": INPUT_SIDE,
-    "dataset.shapes.max_objects": COUNT,
-    "dataset.shapes.min_object_size": Number(4),  # smaller shapes are a few pixels of noise
-    "dataset.shapes.max_object_size": Number(4),
-    "dataset.shapes.empty_fraction": SHARE,
-    "dataset.shapes.difficult_fraction": SHARE,
-    "loader.num_workers": Number(0, note="0 = load in the main process"),
-    "loader.hflip_prob": UNIT,
-    "loader.color_jitter": Number(0, note="0 = off"),
-    "train.max_iters": COUNT,
-    "train.batch_size": COUNT,
-    "train.lr": POSITIVE,
-    "train.momentum": Number(0, 1, hi_open=True),
-    "train.weight_decay": NON_NEGATIVE,
-    "train.weight_decay_norm": NON_NEGATIVE,
-    "train.weight_decay_bias": NON_NEGATIVE,
-    "train.bias_lr_factor": Number(0, note="0 = biases not trained"),
-    "train.schedule": OneOf(SCHEDULES),
-    "train.steps": ListOf(COUNT, nonempty=False, increasing=True),
-    "train.gamma": Number(0, 1, lo_open=True),  # a decay: 0 stops training, above 1 raises the lr at each step
-    "train.warmup_iters": Number(0, note="0 = no warmup"),
-    "train.warmup_factor": UNIT,  # 0: the warmup starts from lr 0, as many recipes do
-    "train.clip_grad_norm": Number(0, note="0 = off"),
-    "train.amp": OneOf(AMP_MODES),
-    "train.log_period": COUNT,
-    "train.eval_period": OFF_AT_0,
-    "train.checkpoint_period": OFF_AT_0,
-    "train.keep_checkpoints": Number(0, note="0 = keep every one"),
-    "train.vis_images": NON_NEGATIVE,
-    "train.eval_split": OneOf(SPLITS),
-    "train.eval_batch_size": COUNT,
-}
+
+@functools.lru_cache(maxsize=None)
+def train_rules() -> Dict[str, Rule]:
+    """Key of the train config -> its rule. Keys left out are free (paths, names, booleans, and train.seed: any
+    integer seeds torch and NumPy alike).
+
+    Built on first use: the choices come from the modules that use them, and frcnn.engine imports this module.
+    """
+    from frcnn.data.build import FORMATS, SPLITS
+    from frcnn.engine.optim import SCHEDULES
+    from frcnn.engine.runtime import AMP_MODES
+    from frcnn.evaluation.evaluator import METRICS
+    from frcnn.modeling.backbones import BACKBONES, NORMS, Backbone
+    from frcnn.modeling.pooling import POOLERS
+
+    return {
+        "device": DEVICE,
+        "backbone.name": OneOf(BACKBONES),
+        "backbone.norm": OneOf(NORMS),
+        "backbone.freeze_at": Number(-1, note="-1 = the backbone's default"),
+        "backbone.width": POSITIVE,
+        "model.input.min_size": ListOf(INPUT_SIDE),
+        "model.input.max_size": INPUT_SIDE,
+        "model.input.pixel_mean": ListOf(Number(), length=3),
+        "model.input.pixel_std": ListOf(POSITIVE, length=3),
+        "model.input.size_divisible": COUNT,
+        "model.anchor.scales": ListOf(POSITIVE),
+        "model.anchor.ratios": ListOf(POSITIVE),
+        # build_model takes no other: the anchors' stride is the trunk's, and every backbone's trunk has this one.
+        "model.anchor.stride": Number(Backbone.stride, Backbone.stride, note="the stride of every backbone's trunk"),
+        "model.anchor.offset": Number(0, 1, hi_open=True),
+        "model.rpn.fg_iou_thresh": UNIT,
+        "model.rpn.bg_iou_thresh": UNIT,
+        "model.rpn.batch_size_per_image": COUNT,
+        "model.rpn.positive_fraction": UNIT,
+        "model.rpn.nms_thresh": NMS,
+        "model.rpn.min_size": NON_NEGATIVE,
+        "model.rpn.pre_nms_top_n.train": COUNT,
+        "model.rpn.pre_nms_top_n.test": COUNT,
+        "model.rpn.post_nms_top_n.train": COUNT,
+        "model.rpn.post_nms_top_n.test": COUNT,
+        "model.rpn.allowed_border": Number(note="negative = no border filter"),
+        "model.rpn.smooth_l1_sigma": POSITIVE,
+        "model.rpn.conv_channels": Number(1, also=(-1,), note="-1 = the trunk's channels"),
+        "model.roi.batch_size_per_image": COUNT,
+        "model.roi.positive_fraction": UNIT,
+        "model.roi.fg_iou_thresh": UNIT,
+        "model.roi.bg_iou_thresh_hi": UNIT,
+        "model.roi.bg_iou_thresh_lo": UNIT,
+        "model.roi.pooler": OneOf(POOLERS),
+        "model.roi.pool_size": COUNT,
+        "model.roi.sampling_ratio": Number(0, note="0 = adaptive"),
+        "model.roi.box_target_stds": ListOf(POSITIVE, length=4),
+        "model.roi.smooth_l1_sigma": POSITIVE,
+        "model.roi.score_thresh": UNIT,
+        "model.roi.nms_thresh": NMS,
+        "model.roi.detections_per_img": COUNT,
+        "dataset.format": OneOf(FORMATS),
+        "dataset.metric": OneOf(METRICS),
+        "dataset.shapes.seed": NON_NEGATIVE,  # NumPy's generators take no negative seed
+        "dataset.shapes.num_train": COUNT,
+        "dataset.shapes.num_val": COUNT,
+        "dataset.shapes.num_test": COUNT,
+        "dataset.shapes.image_min_side": INPUT_SIDE,
+        "dataset.shapes.image_max_side": INPUT_SIDE,
+        "dataset.shapes.max_objects": COUNT,
+        "dataset.shapes.min_object_size": Number(4),  # smaller shapes are a few pixels of noise
+        "dataset.shapes.max_object_size": Number(4),
+        "dataset.shapes.empty_fraction": SHARE,
+        "dataset.shapes.difficult_fraction": SHARE,
+        "loader.num_workers": Number(0, note="0 = load in the main process"),
+        "loader.hflip_prob": UNIT,
+        "loader.color_jitter": Number(0, note="0 = off"),
+        "train.max_iters": COUNT,
+        "train.batch_size": COUNT,
+        "train.lr": POSITIVE,
+        "train.momentum": Number(0, 1, hi_open=True),
+        "train.weight_decay": NON_NEGATIVE,
+        "train.weight_decay_norm": NON_NEGATIVE,
+        "train.weight_decay_bias": NON_NEGATIVE,
+        "train.bias_lr_factor": Number(0, note="0 = biases not trained"),
+        "train.schedule": OneOf(SCHEDULES),
+        "train.steps": ListOf(COUNT, nonempty=False, increasing=True),
+        "train.gamma": Number(0, 1, lo_open=True),  # a decay: 0 stops training, above 1 raises the lr at each step
+        "train.warmup_iters": Number(0, note="0 = no warmup"),
+        "train.warmup_factor": UNIT,  # 0: the warmup starts from lr 0, as many recipes do
+        "train.clip_grad_norm": Number(0, note="0 = off"),
+        "train.amp": OneOf(AMP_MODES),
+        "train.log_period": COUNT,
+        "train.eval_period": OFF_AT_0,
+        "train.checkpoint_period": OFF_AT_0,
+        "train.keep_checkpoints": Number(0, note="0 = keep every one"),
+        "train.vis_images": NON_NEGATIVE,
+        "train.eval_split": OneOf(SPLITS),
+        "train.eval_batch_size": COUNT,
+    }
 
 
 @dataclass(frozen=True)
@@ -341,31 +349,13 @@ def _warn_about_steps(cfg) -> None:
 
 def check_train_config(cfg) -> None:
     """Raise ConfigError listing every out-of-range value of a composed train config (TrainAppConfig)."""
-    problems = _problems(cfg, TRAIN_RULES)
-    _raise_if_any(problems)
+    _raise_if_any(_problems(cfg, train_rules()))
     _warn_about_steps(cfg)
 
 
-def _given_part(*prefixes: str) -> Dict[str, Rule]:
-    """The train rules of the override slots ``model.*`` / ``dataset.*`` / ``loader.*`` that eval and predict have."""
-    return {key: rule for key, rule in TRAIN_RULES.items() if key.startswith(prefixes)}
-
-
-EVAL_RULES: Dict[str, Rule] = {
-    "split": OneOf(SPLITS),
-    "batch_size": COUNT,
-    "amp": OneOf(AMP_MODES),
-    "device": DEVICE,
-    **_given_part("model.", "dataset.", "loader."),
-}
-
-PREDICT_RULES: Dict[str, Rule] = {
-    "score_thresh": UNIT,
-    "batch_size": COUNT,
-    "amp": OneOf(AMP_MODES),
-    "device": DEVICE,
-    **_given_part("model."),
-}
+def _own_rules(own: Dict[str, Rule], *slots: str) -> Dict[str, Rule]:
+    """``own`` plus the train rules of the override slots (``model.``, ...) that eval / predict configs have."""
+    return {**own, **{key: rule for key, rule in train_rules().items() if key.startswith(slots)}}
 
 
 def check_eval_config(cfg) -> None:
@@ -374,9 +364,12 @@ def check_eval_config(cfg) -> None:
     Its ``model.*`` / ``dataset.*`` keys are checked where given; rules across keys need all their keys given
     (the rest come from the checkpoint: ``check_train_config`` on the merged config covers those).
     """
-    _raise_if_any(_problems(cfg, EVAL_RULES))
+    rules = train_rules()
+    own = {"split": rules["train.eval_split"], "batch_size": COUNT, "amp": rules["train.amp"], "device": DEVICE}
+    _raise_if_any(_problems(cfg, _own_rules(own, "model.", "dataset.", "loader.")))
 
 
 def check_predict_config(cfg) -> None:
     """Raise ConfigError listing every out-of-range value of a composed predict config (PredictAppConfig)."""
-    _raise_if_any(_problems(cfg, PREDICT_RULES))
+    own = {"score_thresh": UNIT, "batch_size": COUNT, "amp": train_rules()["train.amp"], "device": DEVICE}
+    _raise_if_any(_problems(cfg, _own_rules(own, "model.")))
