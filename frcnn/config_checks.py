@@ -141,12 +141,12 @@ class Matches:
 Rule = Callable[[Any], Optional[str]]  # value -> what is wrong with it, or None
 
 UNIT = Number(0, 1)  # IoU thresholds, fractions, probabilities
-NMS = Number(0, 1, lo_open=True)  # an NMS IoU of 0 would suppress every overlapping box, even a touching one
-SHARE = Number(0, 1, hi_open=True)  # a share of 1 would leave nothing else (no objects, or no easy objects)
+NMS = Number(0, 1, lo_open=True)  # at 0, NMS would drop every box that overlaps a better one at all
+SHARE = Number(0, 1, hi_open=True)  # at 1: no image with objects, or no object that is not difficult
 POSITIVE = Number(0, lo_open=True)
 COUNT = Number(1)
 NON_NEGATIVE = Number(0)
-# An input side under 32 px leaves the stride-16 trunk a feature map of one cell: nothing to detect with.
+# An input side under 32 px is under two cells of the stride-16 trunk: too coarse to detect anything.
 INPUT_SIDE = Number(32)
 OFF_AT_0 = Number(0, note="0 = only at the end")
 DEVICE = Matches(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
@@ -263,7 +263,7 @@ class AtMost:
             return None
         scaled = f"{_fmt(self.factor)} * " if self.factor != 1 else ""
         why = f" ({self.why})" if self.why else ""
-        return (f"{self.key}={_show(value)} is out of range: must be <= {scaled}{self.bound}={_show(bound)}{why}")
+        return f"{self.key}={_show(value)} is out of range: must be <= {scaled}{self.bound}={_show(bound)}{why}"
 
 
 _FEWER = "NMS keeps at most the boxes it is given; the extra slots would be padding the ROI head still computes"
@@ -276,7 +276,7 @@ CROSS_RULES = (
     AtMost("dataset.shapes.image_min_side", "dataset.shapes.image_max_side"),
     AtMost("dataset.shapes.min_object_size", "dataset.shapes.max_object_size"),
     AtMost("dataset.shapes.min_object_size", "dataset.shapes.image_min_side", factor=0.6,
-           why="the generator places an object inside the smallest image"),
+           why="objects are drawn at most 0.6 of the shorter image side"),
 )
 
 
@@ -288,8 +288,8 @@ def _special_problems(get: Callable[[str], Any]) -> Iterator[str]:
                f"COCO json; use dataset.metric=voc07 or voc_area")
     name, pool_size = get("backbone.name"), get("model.roi.pool_size")
     if name == "vgg16" and pool_size is not None and pool_size != 7:
-        yield f"model.roi.pool_size={_show(pool_size)} is out of range: must be 7 with backbone.name=vgg16 (fc6 " \
-              f"takes 7x7 ROI features)"
+        yield (f"model.roi.pool_size={_show(pool_size)} is out of range: must be 7 with backbone.name=vgg16 "
+               f"(fc6 takes 7x7 ROI features)")
     width = get("backbone.width")
     if width is not None and width != 1.0 and name is not None:
         if name == "vgg16" or get("backbone.pretrained") or get("backbone.weights"):

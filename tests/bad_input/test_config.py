@@ -159,8 +159,8 @@ CROSS_CASES = [
     (["dataset.shapes.max_object_size=10"],
      "dataset.shapes.min_object_size=16 is out of range: must be <= dataset.shapes.max_object_size=10"),
     (["dataset.shapes.min_object_size=120"],
-     "dataset.shapes.min_object_size=120 is out of range: must be <= 0.6 * dataset.shapes.image_min_side=192 (the "
-     "generator places an object inside the smallest image)"),
+     "dataset.shapes.min_object_size=120 is out of range: must be <= 0.6 * dataset.shapes.image_min_side=192 (objects "
+     "are drawn at most 0.6 of the shorter image side)"),
     (["dataset.metric=coco"],
      "dataset.metric=coco is not allowed with dataset.format=voc: pycocotools evaluates against a COCO json; use "
      "dataset.metric=voc07 or voc_area"),
