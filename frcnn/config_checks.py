@@ -6,6 +6,7 @@ refused up front, naming the key, instead of failing deep inside a convolution o
     check_train_config(cfg)    frcnn-train's config (TrainAppConfig)
     check_eval_config(cfg)     frcnn-eval's (EvalAppConfig): its own keys and the model.* / dataset.* given
     check_predict_config(cfg)  frcnn-predict's (PredictAppConfig): its own keys and the model.* given
+    require_given(cfg)         mandatory keys (``???``, e.g. dataset.root of a custom dataset) are set
 
 Each raises one :class:`~frcnn.errors.ConfigError` listing every problem, one line each, such as
 ``model.rpn.nms_thresh=2.0 is out of range: must be in (0, 1]``, so a user fixes them all in one go.
@@ -27,7 +28,7 @@ from frcnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "train_rules"]
+__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "require_given", "train_rules"]
 
 
 # --------------------------------------------------------------------------------------------------- rules
@@ -347,8 +348,17 @@ def _warn_about_steps(cfg) -> None:
                     _show(steps), _show(late), max_iters)
 
 
+def require_given(cfg) -> None:
+    """Refuse a config with mandatory values (``???``) left unset, naming each key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError("no value given for " + ", ".join(missing) + ": set it on the command line, e.g. "
+                          + " ".join(f"{key}=..." for key in missing))
+
+
 def check_train_config(cfg) -> None:
-    """Raise ConfigError listing every out-of-range value of a composed train config (TrainAppConfig)."""
+    """Raise ConfigError listing every unset or out-of-range value of a composed train config (TrainAppConfig)."""
+    require_given(cfg)
     _raise_if_any(_problems(cfg, train_rules()))
     _warn_about_steps(cfg)
 

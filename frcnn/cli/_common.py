@@ -20,6 +20,7 @@ def run_job(job: Callable[..., T], cfg, *args) -> T:
     """``job(cfg, *args)``, with every input error of the project's own (:class:`frcnn.errors.FrcnnError`: a
     config value, dataset, checkpoint or run directory the user can fix) printed as one line and exit status 1.
     Anything else is a bug and keeps its traceback."""
+    from frcnn.config_checks import require_given
     from frcnn.errors import FrcnnError
 
     try:
@@ -27,18 +28,6 @@ def run_job(job: Callable[..., T], cfg, *args) -> T:
         return job(cfg, *args)
     except FrcnnError as error:
         fail(error)
-
-
-def require_given(cfg) -> None:
-    """Refuse a config with mandatory values (``???``) left unset, naming each key."""
-    from omegaconf import OmegaConf
-
-    from frcnn.errors import ConfigError
-
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError("no value given for " + ", ".join(missing) + ": set it on the command line, e.g. "
-                          + " ".join(f"{key}=..." for key in missing))
 
 
 def fail(error: BaseException) -> None:

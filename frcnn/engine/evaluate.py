@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from frcnn.config import DatasetConfig, TrainAppConfig
+from frcnn.config_checks import check_eval_config, check_train_config
 from frcnn.engine.checkpoint import CheckpointError, check_model_state, load_checkpoint
 from frcnn.engine.inference import run_inference
 from frcnn.engine.logs import log
@@ -83,12 +84,16 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir) -> dict:
     from frcnn.data.build import build_dataset, build_test_loader
     from frcnn.evaluation import evaluate_dataset, format_table, to_coco_results, write_json
 
+    check_eval_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = Path(str(cfg.checkpoint)).expanduser()
     state = load_checkpoint(path)
     train_cfg = checkpoint_config(state, path, given(cfg.model))
     ds_cfg = eval_dataset_config(train_cfg, given(cfg.dataset))
+    with open_dict(train_cfg):
+        train_cfg.dataset = ds_cfg
+    check_train_config(train_cfg)  # the given model.* / dataset.* keys against the checkpoint's other values
     classes = list(ds_cfg.classes)
 
     device = resolve_device(cfg.device)

@@ -14,6 +14,7 @@ from typing import List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from frcnn.config_checks import check_train_config
 from frcnn.engine.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from frcnn.engine.drawing import draw_detections
 from frcnn.engine.hooks import (BestCheckpointHook, CheckpointHook, EvalHook, Hook, LoggingHook, MetricsFileHook,
@@ -38,6 +39,7 @@ def plain_config(cfg: DictConfig) -> dict:
 def train(cfg: DictConfig, run_dir) -> dict:
     """Train as ``cfg`` (a composed train config) says, writing into ``run_dir``; returns the final evaluation's
     metrics. ``cfg.dataset.classes`` is filled in when empty and ``cfg.dataset.root`` made absolute."""
+    check_train_config(cfg)
     run_dir, tc = Path(run_dir), cfg.train
     check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
     file_log = setup_file_logging(run_dir / "train.log")

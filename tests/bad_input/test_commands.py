@@ -54,7 +54,9 @@ def finished_run(tmp_path_factory, tiny_run_overrides):
 
 
 @pytest.mark.parametrize("overrides,fragments", [
-    (["device=gpu"], ["device=gpu is not a device", "auto, cpu, cuda"]),
+    (["device=gpu"], ["device=gpu is not allowed", "auto, cpu, cuda or cuda:N"]),
+    (["train.lr=-1"], ["train.lr=-1.0 is out of range: must be > 0"]),
+    (["train.schedule=linear"], ["train.schedule=linear is not allowed: must be one of multistep, cosine"]),
     (["experiment=shapes", "train.amp=fp16", "device=cpu"], ["amp=fp16 needs CUDA"]),
     (["dataset=voc_custom"], ["no value given for dataset.root", "dataset.root=..."]),
     ([], ["split file not found", "VOC2007/ImageSets/Main/trainval.txt"]),  # bare: VOC07, which is not here
