@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from frcnn.engine.checkpoint import load_checkpoint
-from frcnn.engine.evaluate import checkpoint_config, given, load_trained_model
+from frcnn.engine.restore import checkpoint_config, given, load_trained_model
 from frcnn.engine.inference import run_inference
 from frcnn.engine.drawing import draw_detections
 from frcnn.engine.logs import log

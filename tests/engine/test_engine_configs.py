@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import frcnn  # noqa: F401
-from frcnn.engine.evaluate import checkpoint_config, eval_dataset_config, given
+from frcnn.engine.restore import checkpoint_config, eval_dataset_config, given
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
