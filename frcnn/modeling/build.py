@@ -41,54 +41,42 @@ def build_model(cfg, *, fold_frozen_bn: bool = True) -> FasterRCNN:
     )
     if m.anchor.stride != backbone.stride:
         raise ConfigError(f"model.anchor.stride={m.anchor.stride}, but {cfg.backbone.name}'s trunk has stride 16")
-    conv_channels = backbone.trunk_channels if m.rpn.conv_channels < 0 else m.rpn.conv_channels
-    rpn = RegionProposalNetwork(
-        head=RPNHead(
-            in_channels=backbone.trunk_channels,
-            conv_channels=conv_channels,
-            num_anchors=anchors.num_anchors_per_cell,
-        ),
-        anchor_generator=anchors,
-        fg_iou_thresh=m.rpn.fg_iou_thresh,
-        bg_iou_thresh=m.rpn.bg_iou_thresh,
-        batch_size_per_image=m.rpn.batch_size_per_image,
-        positive_fraction=m.rpn.positive_fraction,
-        nms_thresh=m.rpn.nms_thresh,
-        min_size=m.rpn.min_size,
-        pre_nms_top_n={"train": m.rpn.pre_nms_top_n.train, "test": m.rpn.pre_nms_top_n.test},
-        post_nms_top_n={"train": m.rpn.post_nms_top_n.train, "test": m.rpn.post_nms_top_n.test},
-        allowed_border=m.rpn.allowed_border,
-        smooth_l1_sigma=m.rpn.smooth_l1_sigma,
-    )
-    roi_heads = ROIHeads(
-        box_head=backbone.box_head,
-        representation_size=backbone.representation_size,
-        num_classes=len(classes),
-        spatial_scale=1.0 / backbone.stride,
-        pooler=m.roi.pooler,
-        pool_size=m.roi.pool_size,
-        sampling_ratio=m.roi.sampling_ratio,
-        class_agnostic=m.roi.class_agnostic,
-        batch_size_per_image=m.roi.batch_size_per_image,
-        positive_fraction=m.roi.positive_fraction,
-        fg_iou_thresh=m.roi.fg_iou_thresh,
-        bg_iou_thresh_hi=m.roi.bg_iou_thresh_hi,
-        bg_iou_thresh_lo=m.roi.bg_iou_thresh_lo,
-        box_target_stds=list(m.roi.box_target_stds),
-        smooth_l1_sigma=m.roi.smooth_l1_sigma,
-        score_thresh=m.roi.score_thresh,
-        nms_thresh=m.roi.nms_thresh,
-        detections_per_img=m.roi.detections_per_img,
-    )
-    preprocessor = Preprocessor(
-        min_size=list(m.input.min_size),
-        max_size=m.input.max_size,
-        pixel_mean=list(m.input.pixel_mean),
-        pixel_std=list(m.input.pixel_std),
-        size_divisible=m.input.size_divisible,
-        channels_last=m.channels_last,
-    )
-    model = FasterRCNN(preprocessor=preprocessor, trunk=backbone.trunk, rpn=rpn, roi_heads=roi_heads)
+    model = FasterRCNN(preprocessor=build_preprocessor(m), trunk=backbone.trunk,
+                       rpn=build_rpn(m, backbone, anchors), roi_heads=build_roi_heads(m, backbone, len(classes)))
     if m.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _values(node, *keys: str) -> dict:
+    """``{key: node.key}``: config keys passed on under their own names."""
+    return {key: node[key] for key in keys}
+
+
+def build_rpn(m, backbone, anchors: AnchorGenerator) -> RegionProposalNetwork:
+    conv_channels = backbone.trunk_channels if m.rpn.conv_channels < 0 else m.rpn.conv_channels
+    head = RPNHead(in_channels=backbone.trunk_channels, conv_channels=conv_channels,
+                   num_anchors=anchors.num_anchors_per_cell)
+    top_n = {name: {"train": m.rpn[name].train, "test": m.rpn[name].test}
+             for name in ("pre_nms_top_n", "post_nms_top_n")}
+    return RegionProposalNetwork(
+        head=head, anchor_generator=anchors, **top_n,
+        **_values(m.rpn, "fg_iou_thresh", "bg_iou_thresh", "batch_size_per_image", "positive_fraction",
+                  "nms_thresh", "min_size", "allowed_border", "smooth_l1_sigma"),
+    )
+
+
+def build_roi_heads(m, backbone, num_classes: int) -> ROIHeads:
+    return ROIHeads(
+        box_head=backbone.box_head, representation_size=backbone.representation_size, num_classes=num_classes,
+        spatial_scale=1.0 / backbone.stride, box_target_stds=list(m.roi.box_target_stds),
+        **_values(m.roi, "pooler", "pool_size", "sampling_ratio", "class_agnostic", "batch_size_per_image",
+                  "positive_fraction", "fg_iou_thresh", "bg_iou_thresh_hi", "bg_iou_thresh_lo", "smooth_l1_sigma",
+                  "score_thresh", "nms_thresh", "detections_per_img"),
+    )
+
+
+def build_preprocessor(m) -> Preprocessor:
+    return Preprocessor(min_size=list(m.input.min_size), max_size=m.input.max_size,
+                        pixel_mean=list(m.input.pixel_mean), pixel_std=list(m.input.pixel_std),
+                        size_divisible=m.input.size_divisible, channels_last=m.channels_last)
