@@ -1,0 +1,15 @@
+"""Each command's --help opens with what it does and examples, not Hydra's stock header."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("command,example", [("frcnn-train", "frcnn-train experiment=shapes"),
+                                             ("frcnn-eval", "frcnn-eval checkpoint="),
+                                             ("frcnn-predict", "frcnn-predict checkpoint=")])
+def test_help_says_what_the_command_does(cli, tmp_path, command, example):
+    proc = cli.run(command, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, cli.output(proc)
+    assert proc.stdout.startswith(f"{command}: "), proc.stdout[:200]
+    assert example in proc.stdout and "== Configuration groups ==" in proc.stdout
+    assert "powered by Hydra" not in proc.stdout
