@@ -173,10 +173,6 @@ class Checkpointer:
         atomic_save(state, self.best_path)
         return self.best_path
 
-    def link_best_to_last(self) -> None:
-        """``best.pt`` := the file ``last.pt`` is (when the newest checkpoint is also the best one)."""
-        atomic_link(self.last_path, self.best_path)
-
     def periodic(self) -> List[Path]:
         found = []
         if self.folder.is_dir():

@@ -13,14 +13,14 @@ from frcnn.engine.runtime import autocast
 
 
 @torch.no_grad()
-def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = "off", num_images: Optional[int] = None,
-                  progress: bool = False, desc: str = "eval") -> List[Dict[str, torch.Tensor]]:
+def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = "off", progress: bool = False,
+                  desc: str = "eval") -> List[Dict[str, torch.Tensor]]:
     """Detections for every image of ``loader`` (which yields ``(images, targets)`` with ``target["index"]``),
     as a list indexed like the dataset: ``{"boxes" float32 [D, 4], "labels" int64 [D], "scores" float32 [D]}``
     on the CPU, boxes in the image's own pixels. The model is put in eval mode and back in its former mode."""
     was_training = model.training
     model.eval()
-    total = num_images if num_images is not None else _length(loader)
+    total = _length(loader)
     results: Dict[int, Dict[str, torch.Tensor]] = {}
     bar = None
     if progress and sys.stderr.isatty():
