@@ -29,6 +29,7 @@ import torch
 
 from frcnn.atomic_file import atomic_write, fsync_folder
 from frcnn.errors import FrcnnError
+from frcnn.state_dicts import state_dict_mismatch
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -112,22 +113,10 @@ def _first_line(error: BaseException) -> str:
 # ----------------------------------------------------------------------------------------- compatibility
 def check_model_state(model_state: Mapping[str, torch.Tensor], model: torch.nn.Module, path) -> None:
     """Refuse a state dict that does not fit ``model``, naming the file and the keys that differ."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(model_state))
-    unexpected = sorted(set(model_state) - set(expected))
-    shapes = sorted(
-        f"{key} (checkpoint {tuple(model_state[key].shape)}, model {tuple(expected[key].shape)})"
-        for key in set(expected) & set(model_state)
-        if tuple(model_state[key].shape) != tuple(expected[key].shape)
-    )
-    if missing or unexpected or shapes:
-        parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{label}: {shown}")
+    mismatch = state_dict_mismatch(model.state_dict(), model_state, given_name="checkpoint")
+    if mismatch:
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model (another backbone, class list or head?): " + "; ".join(parts)
+            f"checkpoint {path} does not fit this model (another backbone, class list or head?): {mismatch}"
         )
 
 

@@ -21,6 +21,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from frcnn.errors import ConfigError
+from frcnn.state_dicts import state_dict_mismatch
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES = ("vgg16",) + RESNETS
 # Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the
@@ -128,28 +129,10 @@ def load_torchvision_weights(model: nn.Module, path: str, name: str) -> None:
     expected = model.state_dict()
     # FrozenBatchNorm2d has no num_batches_tracked buffer; torchvision's files do. Not a mismatch.
     given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    wrong_shape = sorted(
-        f"{k} {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in set(given) & set(expected)
-        if given[k].shape != expected[k].shape
-    )
-    if missing or unexpected or wrong_shape:
-        raise WeightsMismatchError(
-            f"backbone.weights: {path} does not fit torchvision's {name}:"
-            + _key_list(" missing keys", missing)
-            + _key_list(" unexpected keys", unexpected)
-            + _key_list(" wrong shapes", wrong_shape)
-        )
+    mismatch = state_dict_mismatch(expected, given, expected_name="expected")
+    if mismatch:
+        raise WeightsMismatchError(f"backbone.weights: {path} does not fit torchvision's {name}: {mismatch}")
     model.load_state_dict(given, strict=False)
-
-
-def _key_list(title: str, keys) -> str:
-    if not keys:
-        return ""
-    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-    return f"\n {title}: {shown}"
 
 
 def _load_imagenet_weights(model: nn.Module, name: str) -> None:

@@ -1,0 +1,27 @@
+"""How a state dict differs from the one a module expects: the keys it lacks, the keys it has too many, the
+tensors of another shape. Used wherever weights are loaded (checkpoints, backbone weights), so that a file that
+does not fit is refused with the same, complete answer everywhere."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], *,
+                        given_name: str = "file", expected_name: str = "model") -> str:
+    """``""`` when ``given`` fits ``expected``; otherwise ``"missing keys: ...; unexpected keys: ...; shape
+    mismatch: key (file (2, 3), model (4, 3))"``, at most 8 keys of each kind."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(
+        f"{key} ({given_name} {tuple(given[key].shape)}, {expected_name} {tuple(expected[key].shape)})"
+        for key in set(expected) & set(given)
+        if tuple(given[key].shape) != tuple(expected[key].shape)
+    )
+    parts = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
