@@ -120,14 +120,14 @@ class SplitLists:
 class ShapesConfig:
     """The synthetic dataset generated into ``dataset.root`` on first use (``dataset=shapes``)."""
 
-    seed: int = 0
-    num_train: int = 400
+    seed: int = 0  # the same seed writes the same bytes
+    num_train: int = 400  # images per split
     num_val: int = 50
     num_test: int = 100
     image_min_side: int = 192  # image sides are drawn from [image_min_side, image_max_side]
     image_max_side: int = 320
-    max_objects: int = 6
-    min_object_size: int = 16
+    max_objects: int = 6  # per image (1..max_objects, except the empty ones)
+    min_object_size: int = 16  # object sides in px, drawn log-uniform in [min, max]
     max_object_size: int = 160
     empty_fraction: float = 0.05  # share of images with no objects
     difficult_fraction: float = 0.05  # share of objects marked difficult
