@@ -160,10 +160,10 @@ def train_rules() -> Dict[str, Rule]:
 
     Built on first use: the choices come from the modules that use them, and frcnn.engine imports this module.
     """
-    from frcnn.data.build import FORMATS, SPLITS
-    from frcnn.engine.optim import SCHEDULES
-    from frcnn.engine.runtime import AMP_MODES
-    from frcnn.evaluation.evaluator import METRICS
+    return {**_model_rules(), **_data_rules(), **_training_rules()}
+
+
+def _model_rules() -> Dict[str, Rule]:
     from frcnn.modeling.backbones import BACKBONES, NORMS, Backbone
     from frcnn.modeling.pooling import POOLERS
 
@@ -209,6 +209,14 @@ def train_rules() -> Dict[str, Rule]:
         "model.roi.score_thresh": UNIT,
         "model.roi.nms_thresh": NMS,
         "model.roi.detections_per_img": COUNT,
+    }
+
+
+def _data_rules() -> Dict[str, Rule]:
+    from frcnn.data.build import FORMATS
+    from frcnn.evaluation.evaluator import METRICS
+
+    return {
         "dataset.format": OneOf(FORMATS),
         "dataset.metric": OneOf(METRICS),
         "dataset.shapes.seed": NON_NEGATIVE,  # NumPy's generators take no negative seed
@@ -225,6 +233,15 @@ def train_rules() -> Dict[str, Rule]:
         "loader.num_workers": Number(0, note="0 = load in the main process"),
         "loader.hflip_prob": UNIT,
         "loader.color_jitter": Number(0, note="0 = off"),
+    }
+
+
+def _training_rules() -> Dict[str, Rule]:
+    from frcnn.data.build import SPLITS
+    from frcnn.engine.optim import SCHEDULES
+    from frcnn.engine.runtime import AMP_MODES
+
+    return {
         "train.max_iters": COUNT,
         "train.batch_size": COUNT,
         "train.lr": POSITIVE,
