@@ -119,7 +119,7 @@ class DetectionDataset(Dataset):
                             "(dataset.keep_empty=false)", name, before - len(records), before)
         if not records:
             raise DataError(f"dataset {name!r} has no images" + ("" if keep_empty or not train else
-                             " with usable objects (dataset.keep_empty=false dropped every image)"))
+                            " with usable objects (dataset.keep_empty=false dropped every image)"))
         self._pack(records)
         self.transform = TrainTransform(hflip_prob=hflip_prob, color_jitter=color_jitter) if self.train else None
 
