@@ -9,9 +9,10 @@ Relative paths (``dataset.root``) are taken from the current directory (the conf
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from frcnn.data.coco import COCODataset, read_coco_classes
+from frcnn.data.coco import COCODataset, read_coco_categories
 from frcnn.data.errors import DataError
 from frcnn.data.loader import make_test_loader, make_train_loader
 from frcnn.data.shapes import check_classes, ensure_shapes
@@ -19,7 +20,9 @@ from frcnn.data.voc import VOCDataset, collect_voc_classes
 
 SPLITS = ("train", "val", "test")
 FORMATS = ("voc", "coco")
-_PRINTED: set = set()
+_LOGGED: set = set()
+
+logger = logging.getLogger(__name__)
 
 
 def _check(dataset_cfg, split: str | None = None) -> str:
@@ -51,9 +54,36 @@ def _maybe_generate(dataset_cfg) -> None:
         ensure_shapes(dataset_cfg)
 
 
+def _coco_classes(dataset_cfg) -> list[str]:
+    """The category names (sorted by id) of the training split's file, else of the first existing of val, test;
+    every existing split file must have the same categories (id -> name)."""
+    root = Path(str(dataset_cfg.root)).expanduser()
+    files = [root / ann for ann in (getattr(dataset_cfg.ann_file, split) for split in SPLITS) if ann]
+    files = [f for f in dict.fromkeys(files) if f.is_file()]  # unique, in split order
+    if not files:
+        raise DataError(f"dataset.classes is empty and none of the COCO files dataset.ann_file.* exists "
+                        f"under {dataset_cfg.root}")
+    categories = read_coco_categories(files[0])
+    if not categories:
+        raise DataError(f"dataset.classes is empty and the COCO file {files[0]} has no categories")
+    for other in files[1:]:
+        other_categories = read_coco_categories(other)
+        if other_categories != categories:
+            raise DataError(f"dataset.classes is empty and the COCO files differ in their categories (id: name): "
+                            f"{files[0]} has {categories}, {other} has {other_categories}. Set dataset.classes "
+                            f"to choose the classes and their order (annotations of other categories are "
+                            f"skipped)")
+    names = [str(n) for n in categories.values()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"the categories of {files[0]} name {duplicates} more than once ({categories}); give "
+                        f"each category its own name")
+    return names
+
+
 def resolve_classes(dataset_cfg) -> list[str]:
-    """``dataset.classes`` when given; otherwise the categories of a COCO file (sorted by id; the smallest of
-    the split files, they must agree) or the sorted class names found in every VOC split's annotations."""
+    """``dataset.classes`` when given; otherwise the categories of the COCO training file (sorted by id; every
+    split file must have the same ones) or the sorted class names found in every VOC split's annotations."""
     classes = [str(c) for c in (dataset_cfg.classes or [])]
     if str(dataset_cfg.name) == "shapes":
         classes = check_classes(classes)
@@ -66,17 +96,7 @@ def resolve_classes(dataset_cfg) -> list[str]:
     fmt = _check(dataset_cfg)
     _maybe_generate(dataset_cfg)
     if fmt == "coco":
-        files = []
-        for split in SPLITS:
-            ann = getattr(dataset_cfg.ann_file, split)
-            if ann:
-                path = Path(str(dataset_cfg.root)).expanduser() / ann
-                if path.is_file():
-                    files.append(path)
-        if not files:
-            raise DataError(f"dataset.classes is empty and none of the COCO files dataset.ann_file.* exists "
-                            f"under {dataset_cfg.root}")
-        return read_coco_classes(min(files, key=lambda p: p.stat().st_size))
+        return _coco_classes(dataset_cfg)
     entries = [e for split in SPLITS for e in (getattr(dataset_cfg.sets, split) or [])]
     entries = list(dict.fromkeys(entries))  # unique, in order
     if not entries:
@@ -86,10 +106,10 @@ def resolve_classes(dataset_cfg) -> list[str]:
         raise DataError(f"dataset.classes is empty and the annotations of {entries} under {dataset_cfg.root} "
                         f"hold no object")
     key = (str(dataset_cfg.root), tuple(entries), tuple(classes))
-    if key not in _PRINTED:  # once per process, not at every build_dataset
-        _PRINTED.add(key)
-        print(f"[frcnn.data] dataset.classes is empty; {len(classes)} classes collected from the annotations "
-              f"(label k = classes[k-1]): {classes}", flush=True)
+    if key not in _LOGGED:  # once per process, not at every build_dataset
+        _LOGGED.add(key)
+        logger.info("dataset.classes is empty; %d classes collected from the annotations (label k = "
+                    "classes[k-1]): %s", len(classes), classes)
     return classes
 
 

@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from frcnn.data.dataset import DetectionDataset, ImageRecord, clip_and_filter
+from frcnn.data.dataset import (DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32,
+                                listed)
 from frcnn.data.decode import read_image_size
 from frcnn.data.errors import DataError, IssueCounter
 
@@ -49,7 +50,36 @@ def load_coco_json(path) -> dict:
     for img in data["images"]:
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise DataError(f"malformed COCO file {path}: an image lacks 'id' or 'file_name': {str(img)[:200]}")
+    _remember_categories(path, data)
     return data
+
+
+# path -> ((size, mtime), {category id: name}): resolving the classes compares the categories of every split
+# file; a file already read (to build a dataset, or by an earlier resolve) is not parsed again for them.
+_CATEGORIES: dict = {}
+
+
+def _file_key(path) -> tuple:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _remember_categories(path, data: dict) -> None:
+    try:
+        _CATEGORIES[str(path)] = (_file_key(path), {c["id"]: c["name"] for c in data["categories"]})
+    except (OSError, TypeError):  # an unhashable id: not cached; _category_mapping reports the file
+        pass
+
+
+def read_coco_categories(path) -> dict:
+    """{category id: name} of a COCO file, sorted by id (the whole file is read unless it was already)."""
+    hit = _CATEGORIES.get(str(path))
+    if hit is None or hit[0] != _file_key(path):
+        load_coco_json(path)
+        hit = _CATEGORIES.get(str(path))
+        if hit is None:
+            raise DataError(f"malformed COCO file {path}: category ids must be numbers")
+    return dict(sorted(hit[1].items()))
 
 
 def coco_from_dict(data: dict):
@@ -63,13 +93,17 @@ def coco_from_dict(data: dict):
     return coco
 
 
-def coco_category_names(data: dict) -> list[str]:
-    """Category names sorted by category id (label k = names[k-1])."""
-    return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
-
-
-def read_coco_classes(path) -> list[str]:
-    return coco_category_names(load_coco_json(path))
+def _check_bbox_values(ann: dict, path) -> None:
+    """A DataError naming the file and the annotation when a bbox value is not a finite number (json.load reads
+    NaN, Infinity and 1e400 as floats: clipped, they would become boxes running to the image border)."""
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (TypeError, ValueError):
+        raise DataError(f"malformed COCO file {path}: annotation {ann.get('id')} (image {ann['image_id']}) has "
+                        f"bbox {ann['bbox']!r}, which is not numeric") from None
+    if not finite_float32((x, y, w, h, x + w, y + h)):  # x + w: the box's right edge, in float32 too
+        raise DataError(f"malformed COCO file {path}: annotation {ann.get('id')} (image {ann['image_id']}) has "
+                        f"bbox {ann['bbox']!r}, which holds a non-finite value (NaN, infinite or too large)")
 
 
 def _category_mapping(data: dict, classes: Sequence[str] | None, path) -> tuple[dict, list[str], bool]:
@@ -155,6 +189,7 @@ class COCODataset(DetectionDataset):
             if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
                 raise DataError(f"malformed COCO file {path}: annotation {ann.get('id')} has bbox {bbox!r}, "
                                 f"expected [x, y, w, h]")
+            _check_bbox_values(ann, path)
             anns_by_image.setdefault(image_id, []).append(ann)
         records = []
         missing = []
@@ -162,19 +197,16 @@ class COCODataset(DetectionDataset):
             image_path = os.path.join(self.img_dir, img["file_name"])
             if not os.path.isfile(image_path):
                 missing.append(image_path)
-                issues.add("left out {n} images whose file is missing", image_path)
                 continue
             height, width = int(img.get("height") or 0), int(img.get("width") or 0)
             if height <= 0 or width <= 0:
                 height, width = read_image_size(image_path)
                 issues.add("read the size of {n} images from the image file (no width/height in the json)", path)
             anns = anns_by_image.get(img["id"], [])
-            try:
-                xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-            except (TypeError, ValueError):
-                raise DataError(f"malformed COCO file {path}: a bbox of image {img['id']} is not numeric") from None
+            xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)  # checked above
             boxes = xywh.copy()
             boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+            inverted = (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
             labels = np.array([self.category_id_to_label[a["category_id"]] for a in anns], dtype=np.int64)
             crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
             difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)
@@ -182,15 +214,16 @@ class COCODataset(DetectionDataset):
             if n_clipped:
                 issues.add("clipped {n} boxes outside their image", f"{path} (image {img['file_name']})", n_clipped)
             if not keep.all():
-                issues.add("dropped {n} boxes of zero area", f"{path} (image {img['file_name']})",
-                           int((~keep).sum()))
+                count_dropped(issues, keep, inverted, f"{path} (image {img['file_name']})",
+                              "negative bbox width or height")
                 boxes, labels, crowd, difficult = boxes[keep], labels[keep], crowd[keep], difficult[keep]
             records.append(ImageRecord(image_id=img["id"], path=image_path, height=height, width=width,
                                        boxes=boxes, labels=labels, difficult=difficult, crowd=crowd, source=path))
+        if missing:  # a broken dataset: leaving images out would silently change what is trained or measured
+            raise DataError(f"dataset {name!r}: {len(missing)} of {len(data['images'])} images of {path} are "
+                            f"missing under {self.img_dir}: {listed(missing)}. Restore them, or remove them "
+                            f"from the file's 'images'")
         if not records:
-            if missing:
-                raise DataError(f"dataset {name!r}: none of the {len(missing)} images of {path} exists under "
-                                f"{self.img_dir} (first missing: {missing[0]})")
             raise DataError(f"COCO file {path} lists no images")
         issues.report()
         return records

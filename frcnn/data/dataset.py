@@ -25,11 +25,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from frcnn.data.decode import read_image
-from frcnn.data.errors import warn
+from frcnn.data.decode import read_image, read_image_size
+from frcnn.data.errors import DataError, IssueCounter
 from frcnn.data.transforms import TrainTransform
 
 logger = logging.getLogger(__name__)
+
+# Image files whose size differs from their annotation's, already warned about in this process: the warning is
+# given once per image, not at every load of it (every epoch, every worker's copy of the dataset).
+_SIZE_WARNED: set = set()
+_LISTED = 5  # how many paths an error message lists
 
 
 @dataclass
@@ -60,6 +65,31 @@ def clip_and_filter(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndar
     return clipped, keep, changed
 
 
+def count_dropped(issues: IssueCounter, keep: np.ndarray, inverted: np.ndarray, where: str, how: str) -> None:
+    """Count the boxes that ``keep`` drops: inverted ones (``inverted``: the file's own coordinates run
+    backwards, ``how`` says how in the file's terms) apart from those of zero area."""
+    dropped = ~keep
+    n_inverted = int((dropped & inverted).sum())
+    n_zero = int(dropped.sum()) - n_inverted
+    if n_inverted:
+        issues.add(f"dropped {{n}} inverted boxes ({how})", where, n_inverted)
+    if n_zero:
+        issues.add("dropped {n} boxes of zero area", where, n_zero)
+
+
+def finite_float32(values) -> bool:
+    """Whether every value is a finite number that float32 (the boxes' dtype) holds: NaN, infinities and values
+    beyond +-3.4e38 (which float32 turns into infinities) are not."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.asarray(values, dtype=np.float32)).all())
+
+
+def listed(items: Sequence[str]) -> str:
+    """The first few items, joined, and how many more there are (for error messages)."""
+    more = f"; and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+    return "; ".join(items[:_LISTED]) + more
+
+
 class DetectionDataset(Dataset):
     """Map-style dataset over packed :class:`ImageRecord` s; see the module docstring for the item contract."""
 
@@ -88,8 +118,8 @@ class DetectionDataset(Dataset):
                 logger.info("%s: left out %d of %d training images that have no object to train on "
                             "(dataset.keep_empty=false)", name, before - len(records), before)
         if not records:
-            raise ValueError(f"dataset {name!r} has no images" + ("" if keep_empty or not train else
-                             " with usable objects (dataset.keep_empty=false dropped every image)"))
+            raise DataError(f"dataset {name!r} has no images" + ("" if keep_empty or not train else
+                            " with usable objects (dataset.keep_empty=false dropped every image)"))
         self._pack(records)
         self.transform = TrainTransform(hflip_prob=hflip_prob, color_jitter=color_jitter) if self.train else None
 
@@ -167,8 +197,10 @@ class DetectionDataset(Dataset):
         boxes = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))
         height, width = int(image.shape[1]), int(image.shape[2])
         if (height, width) != self.image_size(i):
-            warn(f"image {path} is {width}x{height} but its annotation says "
-                 f"{self._widths[i]}x{self._heights[i]}; boxes are clipped to the image")
+            if path not in _SIZE_WARNED:
+                _SIZE_WARNED.add(path)
+                logger.warning("image %s is %dx%d but its annotation says %dx%d; boxes are clipped to the image",
+                               path, width, height, self._widths[i], self._heights[i])
             boxes[:, 0::2].clamp_(0, width)
             boxes[:, 1::2].clamp_(0, height)
             ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -184,6 +216,32 @@ class DetectionDataset(Dataset):
             "orig_size": (height, width),
         }
         return image, target
+
+    # ------------------------------------------------------------------------------------------- checking
+    def check_images(self) -> None:
+        """Read every image file's header (no pixels are decoded): raise one :class:`DataError` listing the
+        images that cannot be read, with the reason; log one warning for the images whose size differs from
+        their annotation's. Meant to run before training or evaluation starts, so that a broken file does not
+        surface only when the loader reaches it. (A JPEG truncated after its header is only found when decoded.)"""
+        unreadable, mismatched = [], []
+        for i in range(len(self)):
+            path = self.image_path(i)
+            try:
+                size = read_image_size(path)
+            except DataError as e:
+                unreadable.append(str(e))
+                continue
+            if size != self.image_size(i):
+                mismatched.append((path, size, self.image_size(i)))
+        if unreadable:
+            raise DataError(f"dataset {self.name!r}: {len(unreadable)} of {len(self)} images cannot be read: "
+                            f"{listed(unreadable)}. Replace these files, or remove them from the split")
+        if mismatched:
+            path, (h, w), (ah, aw) = mismatched[0]
+            logger.warning("dataset %r: %d of %d images are not the size their annotation says (first: %s is "
+                           "%dx%d, its annotation says %dx%d); their boxes are clipped to the image",
+                           self.name, len(mismatched), len(self), path, w, h, aw, ah)
+            _SIZE_WARNED.update(p for p, _, _ in mismatched)  # said here: not again at each load
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, format={self.format!r}, images={len(self)}, "

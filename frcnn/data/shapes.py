@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -38,6 +39,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from frcnn.config import ShapesConfig
+
+logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 SHAPE_KINDS = ("circle", "square", "triangle")
@@ -342,7 +345,7 @@ def generate_shapes(root, settings=None, classes: Sequence[str] | None = None, *
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         total = settings.num_train + settings.num_val + settings.num_test
         if verbose:
-            print(f"[frcnn.data] generating the shapes dataset ({total} images) into {root}", flush=True)
+            logger.info("generating the shapes dataset (%d images) into %s", total, root)
         try:
             _write_dataset(tmp, settings, classes)
             (tmp / MARKER).write_text(settings_hash(settings, classes) + "\n")  # last: marks it complete
@@ -373,6 +376,7 @@ def main(argv=None) -> None:
     for f in fields(ShapesSettings):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # run as a script: show the progress line
     settings = ShapesSettings(**{f.name: getattr(args, f.name) for f in fields(ShapesSettings)})
     print(generate_shapes(args.root, settings))
 

@@ -21,7 +21,8 @@ from xml.parsers import expat
 
 import numpy as np
 
-from frcnn.data.dataset import DetectionDataset, ImageRecord, clip_and_filter
+from frcnn.data.dataset import (DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32,
+                                listed)
 from frcnn.data.decode import read_image_size
 from frcnn.data.errors import DataError, IssueCounter
 
@@ -94,6 +95,9 @@ class VOCAnnotation:
     objects: list
 
 
+_BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+
+
 def _text(elem: ET.Element | None, default: str = "") -> str:
     return elem.text.strip() if elem is not None and elem.text is not None else default
 
@@ -102,7 +106,7 @@ def _flag(elem: ET.Element, tag: str, path) -> bool:
     value = _text(elem.find(tag), "0")
     try:
         return bool(int(float(value)))
-    except ValueError:
+    except (ValueError, OverflowError):  # int(float("nan")) is a ValueError, int(float("inf")) an OverflowError
         raise DataError(f"malformed XML in {path}: <{tag}> is {value!r}, expected 0 or 1") from None
 
 
@@ -115,7 +119,7 @@ def parse_voc_xml(path) -> VOCAnnotation:
     try:
         width = int(float(_text(size.find("width") if size is not None else None, "0")))
         height = int(float(_text(size.find("height") if size is not None else None, "0")))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataError(f"malformed XML in {path}: <size> holds a non-number") from None
     objects = []
     for obj in root.findall("object"):  # direct children; <part> elements inside an object are ignored
@@ -126,10 +130,14 @@ def parse_voc_xml(path) -> VOCAnnotation:
         if bnd is None:
             raise DataError(f"malformed XML in {path}: object {name!r} has no <bndbox>")
         try:
-            box = tuple(float(_text(bnd.find(tag))) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            box = tuple(float(_text(bnd.find(tag))) for tag in _BOX_TAGS)
         except ValueError:
             raise DataError(f"malformed XML in {path}: object {name!r} has a <bndbox> with a missing or "
                             f"non-numeric coordinate") from None
+        if not finite_float32(box):  # float() reads "nan" and "inf": they would be clipped into a border box
+            values = " ".join(f"<{tag}>{_text(bnd.find(tag))}</{tag}>" for tag in _BOX_TAGS)
+            raise DataError(f"malformed XML in {path}: object {name!r} has a <bndbox> with a non-finite "
+                            f"coordinate (NaN, infinite or too large): {values}")
         objects.append(VOCObject(name=name, box=box, difficult=_flag(obj, "difficult", path),
                                  truncated=_flag(obj, "truncated", path), pose=_text(obj.find("pose"))))
     return VOCAnnotation(path=str(path), filename=_text(root.find("filename")), width=width, height=height,
@@ -210,8 +218,8 @@ def collect_voc_classes(root, entries: Sequence[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ the dataset
 def load_voc_records(root, entries: Sequence[str], classes: Sequence[str], *, name: str = "voc") -> list[ImageRecord]:
-    """Parse and validate every annotation of the split(s); unusable data raises, skippable data is counted and
-    reported once per kind (clipped boxes, zero-area boxes, missing images, missing sizes)."""
+    """Parse and validate every annotation of the split(s); unusable data raises (missing images too), skippable
+    data is counted and reported once per kind (clipped boxes, inverted and zero-area boxes, missing sizes)."""
     if not entries:
         raise DataError(f"dataset {name!r}: no split files given for this split (dataset.sets)")
     class_to_label = {c: k + 1 for k, c in enumerate(classes)}
@@ -221,7 +229,6 @@ def load_voc_records(root, entries: Sequence[str], classes: Sequence[str], *, na
         image_path = _image_path(base, image_id, ann)
         if image_path is None:
             missing.append(str(base / "JPEGImages" / f"{image_id}.jpg"))
-            issues.add("left out {n} images whose file is missing", missing[-1])
             continue
         height, width = ann.height, ann.width
         if height <= 0 or width <= 0:
@@ -231,6 +238,7 @@ def load_voc_records(root, entries: Sequence[str], classes: Sequence[str], *, na
         boxes = np.zeros((n, 4), dtype=np.float32)
         labels = np.zeros(n, dtype=np.int64)
         difficult = np.zeros(n, dtype=bool)
+        inverted = np.zeros(n, dtype=bool)
         for j, obj in enumerate(ann.objects):
             label = class_to_label.get(obj.name)
             if label is None:
@@ -240,17 +248,19 @@ def load_voc_records(root, entries: Sequence[str], classes: Sequence[str], *, na
             boxes[j] = (xmin - 1.0, ymin - 1.0, xmax, ymax)  # 1-based inclusive -> continuous 0-based
             labels[j] = label
             difficult[j] = obj.difficult
+            inverted[j] = xmin > xmax or ymin > ymax
         boxes, keep, n_clipped = clip_and_filter(boxes, height, width)
         if n_clipped:
             issues.add("clipped {n} boxes outside their image", ann.path, n_clipped)
         if not keep.all():
-            issues.add("dropped {n} boxes of zero area", ann.path, int((~keep).sum()))
+            count_dropped(issues, keep, inverted, ann.path, "xmin > xmax or ymin > ymax")
             boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
         records.append(ImageRecord(image_id=image_id, path=image_path, height=height, width=width, boxes=boxes,
                                    labels=labels, difficult=difficult, source=ann.path))
-    if not records:
-        raise DataError(f"dataset {name!r}: none of the {len(missing)} images listed in {list(entries)} under "
-                        f"{root} exists (first missing: {missing[0]})")
+    if missing:  # a broken dataset: leaving images out would silently change what is trained or measured
+        raise DataError(f"dataset {name!r}: {len(missing)} of {len(missing) + len(records)} images listed in "
+                        f"{list(entries)} under {root} are missing (no JPEGImages/ID.jpg or other image file): "
+                        f"{listed(missing)}. Restore them, or remove their ids from the split files")
     issues.report()
     return records
 

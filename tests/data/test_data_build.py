@@ -1,5 +1,6 @@
 """The engine's entry points through composed configs: dataset=shapes (both formats), voc_custom, coco_custom."""
 import itertools
+import logging
 
 import pytest
 import torch
@@ -66,12 +67,13 @@ def test_train_loader_with_workers(compose, helpers, shapes_root):
     del loader
 
 
-def test_voc_custom_collects_and_prints_classes(compose, voc_root, capsys):
+def test_voc_custom_collects_and_logs_classes(compose, voc_root, caplog):
     cfg = compose(["dataset=voc_custom", f"dataset.root={voc_root}", "dataset.sets.train=[VOC2007/trainval]",
                    "dataset.sets.val=[VOC2007/test]", "dataset.sets.test=[VOC2007/test]"])
     assert cfg.dataset.metric == "voc_area"
-    assert resolve_classes(cfg.dataset) == ["cat", "dog", "person"]
-    assert "['cat', 'dog', 'person']" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="frcnn"):
+        assert resolve_classes(cfg.dataset) == ["cat", "dog", "person"]
+    assert "3 classes collected from the annotations" in caplog.text and "['cat', 'dog', 'person']" in caplog.text
     ds = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
     assert ds.classes == ["cat", "dog", "person"] and len(ds) == 3
 

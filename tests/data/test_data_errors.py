@@ -1,11 +1,12 @@
 """Bad input: every problem gives a message naming the file (an error if unusable, a counted warning if skipped)."""
 import json
+import logging
 import re
 
 import pytest
 import torch
 
-from frcnn.data import DataError, DataWarning
+from frcnn.data import DataError
 from frcnn.data.build import build_test_loader
 from frcnn.data.coco import COCODataset
 from frcnn.data.voc import VOCDataset, parse_voc_xml
@@ -91,37 +92,38 @@ def test_empty_and_missing_split_files(tmp_path, helpers):
         VOCDataset(base, ["nosuch"], CLASSES, train=False)
 
 
-def test_boxes_outside_are_clipped_and_zero_area_dropped_with_counts(tmp_path, helpers):
+def test_boxes_outside_are_clipped_and_zero_area_dropped_with_counts(tmp_path, helpers, caplog):
     images = {
         "000001": (20, 20, [dict(name="dog", box=(-4, 1, 25, 10)), dict(name="cat", box=(3, 3, 8, 30))]),
         "000002": (20, 20, [dict(name="dog", box=(5, 5, 4, 9)), dict(name="cat", box=(30, 1, 40, 10)),
                             dict(name="cat", box=(2, 2, 6, 6))]),
     }
     base = _voc(tmp_path, helpers, images)
-    with pytest.warns(DataWarning) as record:
+    with caplog.at_level(logging.WARNING, logger="frcnn"):
         ds = VOCDataset(base, ["trainval"], CLASSES, train=False)
-    messages = [str(w.message) for w in record]
+    messages = caplog.messages
     clipped = [m for m in messages if "boxes outside their image" in m]
     dropped = [m for m in messages if "boxes of zero area" in m]
     assert len(clipped) == 1 and "clipped 3 boxes outside their image in 2 files (first: " in clipped[0]
     assert "000001.xml" in clipped[0]
-    assert len(dropped) == 1 and "dropped 2 boxes of zero area in 1 file (first: " in dropped[0]
+    assert len(dropped) == 1 and "dropped 1 boxes of zero area in 1 file (first: " in dropped[0]
     assert "000002.xml" in dropped[0]
+    inverted = [m for m in messages if "inverted" in m]  # (5, 5, 4, 9): xmin > xmax, not "zero area"
+    assert len(inverted) == 1 and "dropped 1 inverted boxes (xmin > xmax or ymin > ymax) in 1 file" in inverted[0]
     assert ds.ground_truth(0)["boxes"].tolist() == [[0, 0, 20, 10], [2, 2, 8, 20]]
     assert ds.ground_truth(1)["boxes"].tolist() == [[1, 1, 6, 6]]
 
 
-def test_missing_image_is_skipped_with_a_warning_naming_it(tmp_path, helpers):
+def test_missing_image_is_an_error_naming_it(tmp_path, helpers):
     base = _voc(tmp_path, helpers, {"000001": _one(), "000002": _one()})
     (base / "JPEGImages" / "000002.jpg").unlink()
-    with pytest.warns(DataWarning, match=r"left out 1 images whose file is missing in 1 file \(first: .*000002\.jpg"):
-        ds = VOCDataset(base, ["trainval"], CLASSES, train=False)
-    assert ds.image_ids == ["000001"]
+    with pytest.raises(DataError, match=r"1 of 2 images listed in \['trainval'\] .* are missing .*000002\.jpg"):
+        VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
 def test_all_images_missing_is_an_error(tmp_path, helpers):
     base = _voc(tmp_path, helpers, {"000001": _one()}, write_images=False)
-    with pytest.raises(DataError, match=r"none of the 1 images .*first missing: .*000001\.jpg"):
+    with pytest.raises(DataError, match=r"1 of 1 images listed .* are missing .*000001\.jpg"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
@@ -185,30 +187,29 @@ def test_coco_unknown_category_and_bad_bbox(tmp_path, helpers):
         COCODataset(path, tmp_path / "images", train=False)
 
 
-def test_coco_clipping_zero_area_and_missing_image(tmp_path, helpers):
+def test_coco_clipping_zero_area_and_missing_image(tmp_path, helpers, caplog):
     data = helpers.coco_data()
     data["annotations"] += [
         {"id": 5, "image_id": 20, "category_id": 3, "bbox": [50, 80, 20, 20], "iscrowd": 0},  # sticks out
         {"id": 6, "image_id": 20, "category_id": 3, "bbox": [5, 5, 0, 10], "iscrowd": 0},  # zero width
     ]
     path = helpers.write_coco(tmp_path, data)
-    (tmp_path / "images" / "c.jpg").unlink()
-    with pytest.warns(DataWarning) as record:
+    with caplog.at_level(logging.WARNING, logger="frcnn"):
         ds = COCODataset(path, tmp_path / "images", train=False)
-    messages = "\n".join(str(w.message) for w in record)
+    messages = "\n".join(caplog.messages)
     assert re.search(r"clipped 1 boxes outside their image in 1 file \(first: .*ann\.json \(image sub/b\.jpg\)",
                      messages)
     assert re.search(r"dropped 1 boxes of zero area in 1 file \(first: .*ann\.json", messages)
-    assert re.search(r"left out 1 images whose file is missing .*c\.jpg", messages)
-    assert ds.image_ids == [10, 20]
+    assert ds.image_ids == [10, 20, 30]
     assert ds.ground_truth(1)["boxes"].tolist() == [[1, 2, 4, 6], [50, 80, 60, 90]]
 
 
-def test_size_mismatch_between_annotation_and_image_warns(tmp_path, helpers):
+def test_size_mismatch_between_annotation_and_image_warns(tmp_path, helpers, caplog):
     base = _voc(tmp_path, helpers, {"000001": (20, 20, [dict(name="dog", box=(1, 1, 20, 20))])})
     helpers.write_jpeg(base / "JPEGImages" / "000001.jpg", 10, 12)
     ds = VOCDataset(base, ["trainval"], CLASSES, train=False)
-    with pytest.warns(DataWarning, match=r"image .*000001\.jpg is 10x12 but its annotation says 20x20"):
+    with caplog.at_level(logging.WARNING, logger="frcnn"):
         image, target = ds[0]
+    assert re.search(r"image .*000001\.jpg is 10x12 but its annotation says 20x20", caplog.text)
     assert image.shape == (3, 12, 10) and target["orig_size"] == (12, 10)
     assert torch.equal(target["boxes"], torch.tensor([[0.0, 0.0, 10.0, 12.0]]))
