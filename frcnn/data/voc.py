@@ -180,7 +180,8 @@ def read_split_file(path) -> list[str]:
         with open(path, encoding="utf-8") as f:
             ids = [line.split()[0] for line in f if line.strip()]
     except FileNotFoundError:
-        raise DataError(f"split file not found: {path}") from None
+        raise DataError(f"split file not found: {path} (is dataset.root right? scripts/download_voc.sh downloads "
+                        f"Pascal VOC; experiment=shapes trains on generated data)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read split file {path}: {e}") from None
     if not ids:

@@ -40,6 +40,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir) -> dict:
     del state
 
     dataset = build_dataset(ds_cfg, str(cfg.split), train=False, loader_cfg=cfg.loader)
+    dataset.check_images()
     loader = build_test_loader(dataset, batch_size=int(cfg.batch_size), loader_cfg=cfg.loader)
     log.info("evaluating on %s (%d images), metric %s", getattr(dataset, "name", cfg.split), len(dataset),
              ds_cfg.metric)

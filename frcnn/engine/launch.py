@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -73,6 +73,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
 
     train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
+    train_set.check_images()
     log.info("training data: %s", train_set)
     model = build_model(cfg).to(device)
     if tc.compile:
@@ -126,6 +127,7 @@ class TrainingEvaluation:
 
         tc = self.cfg.train
         dataset = build_dataset(self.cfg.dataset, str(tc.eval_split), train=False, loader_cfg=self.cfg.loader)
+        dataset.check_images()  # before the first step: a broken file must not surface after hours of training
         self.loader = build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=self.cfg.loader)
         log.info("evaluation: %s, %d images, metric %s, every %s", dataset.name, len(dataset),
                  self.cfg.dataset.metric, f"{tc.eval_period} iterations" if tc.eval_period > 0 else "run (end)")

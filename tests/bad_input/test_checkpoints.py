@@ -212,3 +212,17 @@ def test_the_checkpoint_remembers_where_the_data_is_from_any_directory(tiny_cfg,
     train(cfg, tmp_path / "run")
     stored = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["config"]["dataset"]["root"]
     assert stored == str(tmp_path / "relative/shapes")
+
+
+def test_a_corrupt_image_in_the_evaluation_split_stops_the_run_before_the_first_step(tiny_cfg, tmp_path):
+    from frcnn.data.build import build_dataset
+    from frcnn.data.errors import DataError
+
+    cfg = tiny_cfg(f"dataset.root={tmp_path / 'shapes'}")
+    val = build_dataset(cfg.dataset, "val", train=False)  # generates the data
+    broken = Path(val.image_path(1))
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"1 of 2 images cannot be read: .*{broken.name}"):
+        train(cfg, tmp_path / "run")
+    assert "iter 1/" not in (tmp_path / "run/train.log").read_text()
+    assert not list((tmp_path / "run/checkpoints").glob("*.pt"))
