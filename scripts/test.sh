@@ -12,6 +12,8 @@ case "${1:-}" in
   --slow) MARK=(-m "slow"); shift ;;
   --all) MARK=(-m "slow or not slow"); shift ;;
 esac
+# One style before any test: the lint configuration is pyproject.toml's [tool.ruff].
+.venv/bin/ruff check frcnn scripts tests
 # Spinning OpenMP threads make CPU tests crawl when processes share the 2 cores (see frcnn/cli/__init__.py).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec .venv/bin/python -m pytest "${MARK[@]}" "$@"

@@ -26,4 +26,4 @@ class RunDirGuard(Callback):
                 check_writable(config.hydra.run.dir)
         except FrcnnError as error:  # Hydra's own logging is set up, not the job's: print the job's error line
             print(f"[frcnn][ERROR] - {error}", file=sys.stderr, flush=True)
-            raise SystemExit(1)
+            raise SystemExit(1) from None

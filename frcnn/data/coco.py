@@ -18,8 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from frcnn.data.dataset import (DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32,
-                                listed)
+from frcnn.data.dataset import DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32, listed
 from frcnn.data.decode import read_image_size
 from frcnn.data.errors import DataError, IssueCounter
 

@@ -136,8 +136,9 @@ class DetectionDataset(Dataset):
         counts = np.array([len(r.labels) for r in records], dtype=np.int64)
         self._offsets = np.zeros(len(records) + 1, dtype=np.int64)
         np.cumsum(counts, out=self._offsets[1:])
-        cat = lambda arrays, shape, dtype: (np.concatenate(arrays).astype(dtype, copy=False)
-                                            if len(arrays) else np.zeros(shape, dtype))
+        def cat(arrays, shape, dtype):
+            return np.concatenate(arrays).astype(dtype, copy=False) if len(arrays) else np.zeros(shape, dtype)
+
         self._boxes = cat([r.boxes.reshape(-1, 4) for r in records], (0, 4), np.float32)
         self._labels = cat([r.labels for r in records], (0,), np.int64)
         self._difficult = cat([r.difficult for r in records], (0,), bool)

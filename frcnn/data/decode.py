@@ -17,7 +17,8 @@ from PIL import Image
 from frcnn.data.errors import DataError
 
 try:  # torchvision >= 0.19 has decode_image(..., mode=ImageReadMode.RGB)
-    from torchvision.io import ImageReadMode, decode_image as _tv_decode_image
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as _tv_decode_image
 
     _RGB = ImageReadMode.RGB
 except (ImportError, AttributeError):  # pragma: no cover - codecs removed from torchvision

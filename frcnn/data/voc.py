@@ -21,8 +21,7 @@ from xml.parsers import expat
 
 import numpy as np
 
-from frcnn.data.dataset import (DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32,
-                                listed)
+from frcnn.data.dataset import DetectionDataset, ImageRecord, clip_and_filter, count_dropped, finite_float32, listed
 from frcnn.data.decode import read_image_size
 from frcnn.data.errors import DataError, IssueCounter
 

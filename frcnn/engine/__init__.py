@@ -5,11 +5,11 @@
     predict(cfg) -> detections.json entries        frcnn-predict (frcnn.engine.predict)
     run_inference(model, loader, device=...)       the shared inference loop (frcnn.engine.inference)
 """
-from frcnn.engine.checkpoint import CheckpointError, Checkpointer, load_checkpoint
+from frcnn.engine.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from frcnn.engine.evaluate import evaluate_checkpoint
 from frcnn.engine.inference import run_inference
-from frcnn.engine.predict import predict
 from frcnn.engine.launch import train
+from frcnn.engine.predict import predict
 from frcnn.engine.trainer import NonFiniteLossError, Trainer
 
 __all__ = [

@@ -18,11 +18,12 @@ def draw_detections(image: torch.Tensor, detection: Dict[str, torch.Tensor], cla
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     keep = detection["scores"] >= score_thresh
     boxes = detection["boxes"][keep].float()
+    kept_labels = [int(label) for label in detection["labels"][keep]]
     labels: List[str] = [
-        f"{classes[int(l) - 1] if 0 < int(l) <= len(classes) else int(l)} {float(s):.2f}"
-        for l, s in zip(detection["labels"][keep], detection["scores"][keep])
+        f"{classes[label - 1] if 0 < label <= len(classes) else label} {float(score):.2f}"
+        for label, score in zip(kept_labels, detection["scores"][keep])
     ]
     if len(boxes) == 0:
         return image
-    colors = [PALETTE[(int(l) - 1) % len(PALETTE)] for l in detection["labels"][keep]]
+    colors = [PALETTE[(label - 1) % len(PALETTE)] for label in kept_labels]
     return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=width)

@@ -46,7 +46,8 @@ def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = 
         model.train(was_training)
     elapsed = time.perf_counter() - start
     if results:
-        log.info("inference: %d images in %.1f s (%.2f images/s)", len(results), elapsed, len(results) / max(elapsed, 1e-9))
+        log.info("inference: %d images in %.1f s (%.2f images/s)", len(results), elapsed,
+                 len(results) / max(elapsed, 1e-9))
     size = total if total is not None else (max(results) + 1 if results else 0)
     missing = [i for i in range(size) if i not in results]
     if missing:

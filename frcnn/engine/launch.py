@@ -17,8 +17,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from frcnn.config_checks import check_train_config
 from frcnn.engine.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from frcnn.engine.drawing import draw_detections
-from frcnn.engine.hooks import (BestCheckpointHook, CheckpointHook, EvalHook, Hook, LoggingHook, MetricsFileHook,
-                                TensorBoardHook)
+from frcnn.engine.hooks import (
+    BestCheckpointHook,
+    CheckpointHook,
+    EvalHook,
+    Hook,
+    LoggingHook,
+    MetricsFileHook,
+    TensorBoardHook,
+)
 from frcnn.engine.inference import run_inference
 from frcnn.engine.logs import log, remove_handler, setup_file_logging
 from frcnn.engine.optim import build_optimizer, build_scheduler

@@ -92,7 +92,8 @@ def _gather(items: Sequence[dict], kind: str, num_classes: int):
             raise ValueError(f"{kind} of image {i}: boxes, labels and {'difficult' if kind == 'gt' else 'scores'} "
                              f"differ in length ({len(b)}, {len(lab)}, {len(e)})")
         if len(lab) and (lab.min() < 1 or lab.max() > num_classes):
-            raise ValueError(f"{kind} of image {i}: labels must lie in 1..{num_classes}, got {sorted(set(lab.tolist()))}")
+            raise ValueError(f"{kind} of image {i}: labels must lie in 1..{num_classes}, "
+                             f"got {sorted(set(lab.tolist()))}")
         boxes.append(b)
         labels.append(lab)
         extra.append(e)

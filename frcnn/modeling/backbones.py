@@ -22,6 +22,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from frcnn.errors import ConfigError
 from frcnn.state_dicts import state_dict_mismatch
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES = ("vgg16",) + RESNETS
 # Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the

@@ -32,7 +32,9 @@ class Matcher:
         self.labels = list(labels)
         self.allow_low_quality_matches = allow_low_quality_matches
 
-    def __call__(self, iou: Tensor, gt_valid: Tensor, candidate_valid: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def __call__(
+        self, iou: Tensor, gt_valid: Tensor, candidate_valid: Tensor | None = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         """Match ``iou [N, M, G]``.
 
         ``gt_valid [N, G]`` marks real ground-truth slots; ``candidate_valid [N, M]`` (optional) marks candidates

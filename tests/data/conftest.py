@@ -126,7 +126,8 @@ def coco_root(tmp_path):
 @pytest.fixture
 def compose():
     """compose(overrides) -> the composed train config."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     def _compose(overrides=()):
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):

@@ -2,7 +2,6 @@
 import logging
 import re
 
-import pytest
 import torch
 
 from frcnn.data.coco import COCODataset

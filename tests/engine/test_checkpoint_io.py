@@ -15,8 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from frcnn.engine.checkpoint import (CheckpointError, Checkpointer, atomic_save, check_model_state, describe_mismatch,
-                                     load_checkpoint, resolve_resume)
+from frcnn.engine.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    atomic_save,
+    check_model_state,
+    describe_mismatch,
+    load_checkpoint,
+    resolve_resume,
+)
 from frcnn.engine.runtime import rng_state, set_rng_state
 
 

@@ -24,7 +24,10 @@ class _Trainer(SimpleNamespace):
 def test_best_checkpoint_follows_the_primary_metric_and_metrics_json_the_last_evaluation(tmp_path):
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     scores = iter([0.3, 0.5, 0.4])
-    evaluate = lambda model: ({"mAP": next(scores), "per_class": {}}, [])
+
+    def evaluate(model):
+        return {"mAP": next(scores), "per_class": {}}, []
+
     hooks = [EvalHook(evaluate, period=1, classes=[]), BestCheckpointHook(checkpointer),
              MetricsFileHook(tmp_path / "metrics.json")]
     trainer = _Trainer(iter=0, max_iters=4, storage=EventStorage(), model=None)

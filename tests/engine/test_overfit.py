@@ -37,8 +37,9 @@ RECIPE = [
 
 @pytest.mark.slow
 def test_overfits_a_few_shapes_images(tmp_path):
-    from hydra import compose, initialize_config_dir
     from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
 
     conf = str(Path(__file__).resolve().parents[2] / "conf")
     with initialize_config_dir(config_dir=conf, version_base=None):

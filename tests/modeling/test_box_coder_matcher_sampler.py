@@ -23,7 +23,8 @@ def test_encode_decode_round_trip():
     target = torch.cat([xy, xy + 10 + torch.rand(1000, 2, generator=generator) * 290], dim=1)
     # sides in [10, 300]: scale changes stay below the decode clamp (62.5x)
     for coder in (BoxCoder(), BoxCoder.from_stds((0.1, 0.1, 0.2, 0.2))):
-        torch.testing.assert_close(coder.decode(coder.encode(reference, target), reference), target, atol=1e-3, rtol=1e-5)
+        decoded = coder.decode(coder.encode(reference, target), reference)
+        torch.testing.assert_close(decoded, target, atol=1e-3, rtol=1e-5)
 
 
 def test_decode_clamps_scale_and_stays_float32():
@@ -70,7 +71,8 @@ def test_roi_matcher_background_interval_and_empty_image():
 
 
 def labels_with(num_pos, num_neg, num_ignored=0):
-    return torch.tensor([1] * num_pos + [0] * num_neg + [-1] * num_ignored)[torch.randperm(num_pos + num_neg + num_ignored)]
+    labels = torch.tensor([1] * num_pos + [0] * num_neg + [-1] * num_ignored)
+    return labels[torch.randperm(len(labels))]
 
 
 def test_sampler_counts_per_image():
