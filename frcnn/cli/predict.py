@@ -1,5 +1,8 @@
 """frcnn-predict checkpoint=PATH input=FILE|DIR output=DIR [score_thresh=0.5]: draw the detections (class name and
-score) onto copies of the images in output/, and write output/detections.json."""
+score) onto copies of the images in output/, and write output/detections.json.
+
+Image files that cannot be decoded are skipped (one warning names them) and the others are still written; the
+command then ends with a one-line error saying how many were skipped, and exit status 1."""
 from __future__ import annotations
 
 import hydra

@@ -1,19 +1,29 @@
-"""``frcnn-predict``: detections on image files, drawn onto copies of the images, plus detections.json."""
+"""``frcnn-predict``: detections on image files, drawn onto copies of the images, plus detections.json.
+
+A file that cannot be read or decoded (e.g. a truncated JPEG) does not stop the others: it is skipped with one
+warning naming every such file, the other images' drawings and detections.json are written, and then a
+:class:`DataError` says how many were skipped (``frcnn-predict`` prints it and exits with status 1).
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from frcnn.data.errors import DataError
 from frcnn.engine.checkpoint import load_checkpoint
 from frcnn.engine.evaluate import checkpoint_config, given, load_trained_model
 from frcnn.engine.inference import run_inference
-from frcnn.engine.logger import draw_detections, log
+from frcnn.engine.logger import draw_detections
 from frcnn.engine.runtime import check_amp, resolve_device
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
 
@@ -32,8 +42,12 @@ def find_images(source) -> tuple[Path, List[Path]]:
 
 
 class ImageFiles(Dataset):
+    """The decoded image files. A file that cannot be decoded comes back as ``None``, its error kept in
+    ``errors`` (index -> message; filled in this process: predict's loader has no worker processes)."""
+
     def __init__(self, files: List[Path]):
         self.files = files
+        self.errors: Dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -41,7 +55,28 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         from frcnn.data.decode import read_image
 
-        return read_image(self.files[i]), {"index": i}
+        try:
+            return read_image(self.files[i]), {"index": i}
+        except DataError as error:
+            self.errors[i] = str(error)
+            return None, {"index": i}
+
+
+class SkipUndecoded(nn.Module):
+    """The detector over the images of a batch that were decoded; the others (``None``) get no detections."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        decoded = [image for image in images if image is not None]
+        outputs = iter(self.model(decoded) if decoded else [])
+        return [next(outputs) if image is not None else _no_detections() for image in images]
+
+
+def _no_detections() -> Dict[str, torch.Tensor]:
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}
 
 
 def _collate(batch):
@@ -51,7 +86,8 @@ def _collate(batch):
 
 def predict(cfg: DictConfig) -> list:
     """Run ``cfg.checkpoint`` over ``cfg.input``; write the drawn images (same relative names) and
-    ``detections.json`` into ``cfg.output``. Returns the detections.json entries."""
+    ``detections.json`` into ``cfg.output``. Returns the detections.json entries. Raises :class:`DataError` at the
+    end, once the other images' results are written, if some image files could not be decoded."""
     from frcnn.evaluation import write_json
 
     path = Path(str(cfg.checkpoint)).expanduser()
@@ -71,12 +107,19 @@ def predict(cfg: DictConfig) -> list:
         raise FileNotFoundError(f"input={cfg.input}: no image files outside output={output}")
     output.mkdir(parents=True, exist_ok=True)
     log.info("predicting %d images with %s on %s", len(files), path, device)
-    loader = DataLoader(ImageFiles(files), batch_size=int(cfg.batch_size), shuffle=False, collate_fn=_collate)
-    detections = run_inference(model, loader, device=device, amp=amp, progress=True, desc="predict")
+    images = ImageFiles(files)
+    loader = DataLoader(images, batch_size=int(cfg.batch_size), shuffle=False, collate_fn=_collate)
+    detections = run_inference(SkipUndecoded(model), loader, device=device, amp=amp, progress=True, desc="predict")
+    skipped = [files[i] for i in sorted(images.errors)]
+    if skipped:
+        log.warning("skipped %d of %d images that cannot be decoded: %s (first: %s)", len(skipped), len(files),
+                    ", ".join(f.relative_to(root).as_posix() for f in skipped), images.errors[min(images.errors)])
 
     thresh = float(cfg.score_thresh)
     entries = []
-    for file, det in zip(files, detections):
+    for index, (file, det) in enumerate(zip(files, detections)):
+        if index in images.errors:
+            continue
         relative = file.relative_to(root)
         keep = det["scores"] >= thresh
         boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
@@ -94,7 +137,11 @@ def predict(cfg: DictConfig) -> list:
         drawn = draw_detections(read_image(file), det, classes, score_thresh=thresh)
         _save_image(drawn, output / relative)
     write_json(output / "detections.json", entries, indent=None)
-    log.info("wrote %d detections of %d images to %s", len(entries), len(files), output)
+    log.info("wrote %d detections of %d images to %s", len(entries), len(files) - len(skipped), output)
+    if skipped:
+        raise DataError(f"{len(skipped)} of {len(files)} images could not be decoded and were skipped (named in the "
+                        f"warning above); the drawings and detections.json in {output} hold the other "
+                        f"{len(files) - len(skipped)}")
     return entries
 
 
