@@ -153,3 +153,27 @@ def test_collate_refuses_a_bad_target_from_a_dataset_naming_the_item():
         collate([item(4, [[1.0, 2, 3, 4]]), item(7, [[1.0, 2, 3, 4], [5.0, 2, 3, 4]])])
     assert str(error.value).startswith('dataset[7][1]["boxes"][1] = [5.0, 2.0, 3.0, 4.0]: x2 < x1 or y2 < y1')
     assert "image_id 'img7'" in str(error.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_check_costs_no_sync_on_cpu_targets_and_one_on_cuda_targets():
+    import warnings
+
+    sizes = [(120, 160), (100, 90)]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        check_targets(targets(), sizes, num_classes=3)  # what the loader gives: checked without the GPU
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    on_gpu = [{key: value.cuda() for key, value in target.items()} for target in targets()]
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            check_targets(on_gpu, sizes, num_classes=3)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert len([w for w in caught if "synchroniz" in str(w.message)]) == 1, [str(w.message) for w in caught]
+    with pytest.raises(ValueError, match=re.escape('targets[1]["labels"][0] = 4: labels must be class indices 1..3')):
+        check_targets([on_gpu[0], {**on_gpu[1], "labels": torch.tensor([4], device="cuda")}], sizes, num_classes=3)
