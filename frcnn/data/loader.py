@@ -16,8 +16,23 @@ from torch.utils.data import DataLoader, Sampler
 
 
 def collate(batch):
-    """[(image, target), ...] -> (list of images, list of targets): torchvision's detection contract."""
+    """[(image, target), ...] -> (list of images, list of targets): torchvision's detection contract.
+
+    Targets with boxes are checked here (``frcnn.modeling.targets``, all but the upper label bound, which only the
+    model knows), so a bad one from a dataset or its transform stops the run in the loader, naming the dataset item,
+    not deep inside the training step."""
+    from frcnn.data.errors import DataError
+    from frcnn.modeling.targets import check_targets
+
     images, targets = zip(*batch) if batch else ((), ())
+    for image, target in zip(images, targets):
+        if isinstance(target, dict) and "boxes" in target:
+            name = f"dataset[{target['index']}][1]" if "index" in target else "a dataset target"
+            try:
+                check_targets([target], [tuple(image.shape[-2:])], names=[name])
+            except ValueError as error:
+                raise DataError(f"{error} (image_id {target.get('image_id')!r}: check its annotation and the "
+                                "dataset's transforms)") from None
     return list(images), list(targets)
 
 

@@ -3,7 +3,8 @@
 Training: ``model(images, targets) -> {"loss_rpn_cls", "loss_rpn_box", "loss_rcnn_cls", "loss_rcnn_box"}``.
 Inference: ``model(images) -> [{"boxes" [D, 4], "labels" [D], "scores" [D]}, ...]``, boxes in each image's own
 pixel coordinates. ``images`` is a list of CHW tensors (float in [0, 1], or uint8) of any sizes; ``targets`` a list
-of dicts with ``boxes`` (x1, y1, x2, y2 pixels of that image) and ``labels`` (1..K).
+of dicts with ``boxes`` (x1, y1, x2, y2 pixels of that image) and ``labels`` (1..K), checked as
+:mod:`frcnn.modeling.targets` describes (a ``ValueError`` names the bad value).
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from frcnn.modeling.preprocess import Preprocessor
+from frcnn.modeling.preprocess import Preprocessor, check_images
 from frcnn.modeling.roi_heads import ROIHeads
 from frcnn.modeling.rpn import RegionProposalNetwork
 from frcnn.modeling.structures import ImageBatch
+from frcnn.modeling.targets import check_targets
 
 
 class FasterRCNN(nn.Module):
@@ -27,8 +29,11 @@ class FasterRCNN(nn.Module):
         self.roi_heads = roi_heads
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
-        if self.training and targets is None:
-            raise ValueError("in training mode the model needs targets: model(images, targets)")
+        if self.training:
+            if targets is None:
+                raise ValueError("in training mode the model needs targets: model(images, targets)")
+            # Before the preprocessor moves the targets to the device: CPU targets are checked without a sync.
+            check_targets(targets, check_images(images), num_classes=self.roi_heads.num_classes)
         batch, gt = self.preprocessor(images, targets if self.training else None)
         features = self.trunk(batch.tensor)
         proposals, proposal_valid, rpn_losses = self.rpn(features, batch, gt)

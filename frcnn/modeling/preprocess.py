@@ -16,6 +16,25 @@ from frcnn.modeling.structures import GroundTruth, ImageBatch
 _PAD_BOX = (0.0, 0.0, 1.0, 1.0)
 
 
+def check_images(images) -> List[Tuple[int, int]]:
+    """(H, W) of each image; ``ValueError`` naming the image unless ``images`` is a non-empty list of tensors of
+    shape [3, H, W] with H, W >= 1 (shapes only: no data is read)."""
+    if len(images) == 0:
+        raise ValueError("the model needs at least one image")
+    sizes = []
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor):
+            raise ValueError(f"images[{i}] must be a tensor of shape [3, H, W], got {type(image).__name__}")
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"images[{i}] has shape {list(image.shape)}: expected images of shape [3, H, W] "
+                             "(RGB, channels first)")
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"images[{i}] has shape {list(image.shape)}: an image needs at least one pixel "
+                             "(H, W >= 1)")
+        sizes.append((int(image.shape[1]), int(image.shape[2])))
+    return sizes
+
+
 class Preprocessor(nn.Module):
     def __init__(
         self,
@@ -40,14 +59,11 @@ class Preprocessor(nn.Module):
     def forward(
         self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
     ) -> Tuple[ImageBatch, Optional[GroundTruth]]:
-        if len(images) == 0:
-            raise ValueError("the model needs at least one image")
+        check_images(images)
         shortest = self._draw_min_size()
         device = self.pixel_mean.device
         resized, original_sizes, scales = [], [], []
         for image in images:
-            if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"expected images of shape [3, H, W], got {tuple(image.shape)}")
             image = image.to(device, non_blocking=True)
             height, width = image.shape[-2:]
             new_height, new_width = self.resized_size(height, width, shortest)
