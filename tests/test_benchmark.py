@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.profiler import profile
 
+from frcnn.bench import runner
 from frcnn.bench.baseline import TV_WITH, build_models
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
@@ -34,7 +35,7 @@ MODEL_STAGES = {
 
 
 @pytest.fixture(scope="module")
-def bench():
+def script():
     spec = importlib.util.spec_from_file_location("frcnn_benchmark_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -46,13 +47,13 @@ def bench():
 
 
 @pytest.fixture
-def case(bench):
+def case():
     """Config, one image with its targets, and both runners (ResNet-18, 64x96, one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cfg = bench.compose_config("resnet18", SIZE, ["a", "b", "c"], 1, "off", "cpu", SMALL)
-    images, targets = bench.make_inputs(1, SIZE, 3, 2, torch.device("cpu"))
-    yield cfg, images, targets, bench.build_runners(cfg, images, targets, torch.device("cpu"))
+    cfg = runner.compose_config("resnet18", SIZE, ["a", "b", "c"], 1, "off", "cpu", SMALL)
+    images, targets = runner.make_inputs(1, SIZE, 3, 2, torch.device("cpu"))
+    yield cfg, images, targets, runner.build_runners(cfg, images, targets, torch.device("cpu"))
     torch.set_num_threads(threads)
 
 
@@ -65,13 +66,13 @@ def model_scopes(model, *inputs):
 
 
 @pytest.mark.parametrize("profiled", [False, True], ids=["timed-step", "profiled-step"])
-def test_benchmarked_train_step_gives_the_losses_of_the_model(bench, case, profiled):
+def test_benchmarked_train_step_gives_the_losses_of_the_model(case, profiled):
     """The step the benchmark times (and the one it profiles) computes exactly what model(images, targets) does."""
     _, images, targets, (ours, _) = case
     reference = copy.deepcopy(ours.model)  # before the step changes the weights
     torch.manual_seed(7)
-    step = ours.step(bench.TRAIN)
-    bench.profiled(torch.device("cpu"), step) if profiled else step()
+    step = ours.step(runner.TRAIN)
+    runner.profiled(torch.device("cpu"), step) if profiled else step()
     losses = ours.trainer.pop_loss_means()
 
     torch.manual_seed(7)  # the same RPN / ROI sampling draws
@@ -82,13 +83,13 @@ def test_benchmarked_train_step_gives_the_losses_of_the_model(bench, case, profi
 
 
 @pytest.mark.parametrize("kind", ["train step", "inference"])
-def test_stage_table_lists_the_model_scopes(bench, case, kind):
+def test_stage_table_lists_the_model_scopes(case, kind):
     _, images, targets, runners = case
     ours = runners[0].model
     scopes = model_scopes(ours.train(kind == "train step"), images, *([targets] if kind == "train step" else []))
     assert scopes == MODEL_STAGES[kind]
 
-    rows, counts = bench.profile_stages(runners, kind, reps=1)
+    rows, counts = runner.profile_stages(runners, kind, reps=1)
     stages = [row["stage"] for row in rows]
     trailing = ["backward", "optimizer", "other"] if kind == "train step" else ["other"]
     # Every scope, in the order the model runs them, then torchvision's transform.postprocess (it runs in
@@ -104,7 +105,7 @@ def test_stage_table_lists_the_model_scopes(bench, case, kind):
 
 
 @pytest.mark.parametrize("tv_with", [[], list(TV_WITH)], ids=["as-shipped", "all"])
-def test_torchvision_gets_our_speedups_only_when_asked(bench, tv_with):
+def test_torchvision_gets_our_speedups_only_when_asked(tv_with):
     """A fair baseline: torchvision's copy of our trunk must not inherit our memory format, folded BatchNorm,
     threaded pooling or fused SGD unless asked."""
     from torchvision.ops import MultiScaleRoIAlign
@@ -112,9 +113,9 @@ def test_torchvision_gets_our_speedups_only_when_asked(bench, tv_with):
 
     from frcnn.modeling.backbones import FrozenBNConv2d
 
-    cfg = bench.compose_config("resnet18", SIZE, ["a", "b"], 1, "off", "cpu", SMALL)
-    images, targets = bench.make_inputs(1, SIZE, 2, 2, torch.device("cpu"))
-    ours, tv = bench.build_runners(cfg, images, targets, torch.device("cpu"), tv_with=tv_with)
+    cfg = runner.compose_config("resnet18", SIZE, ["a", "b"], 1, "off", "cpu", SMALL)
+    images, targets = runner.make_inputs(1, SIZE, 2, 2, torch.device("cpu"))
+    ours, tv = runner.build_runners(cfg, images, targets, torch.device("cpu"), tv_with=tv_with)
 
     def conv_weights(model):
         return [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, FrozenBNConv2d))]
@@ -142,24 +143,24 @@ def test_models_start_from_the_same_weights(case):
     torch.testing.assert_close(tv.roi_heads.box_predictor.cls_score.weight, ours.roi_heads.predictor.cls_score.weight)
 
 
-def test_unknown_tv_with_option_and_fp16_on_cpu_are_refused(bench, capsys):
+def test_unknown_tv_with_option_and_fp16_on_cpu_are_refused(script, capsys):
     with pytest.raises(SystemExit):
-        bench.parse_args(["--tv-with", "channels_last,turbo"])
+        script.parse_args(["--tv-with", "channels_last,turbo"])
     assert "turbo" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        bench.parse_args(["--device", "cpu", "--amp", "fp16"])
+        script.parse_args(["--device", "cpu", "--amp", "fp16"])
     assert "amp=fp16 needs CUDA" in capsys.readouterr().err
 
 
 # bf16 with --tv-with all: torchvision's proposals come out of its box coder in bf16 under autocast.
 @pytest.mark.parametrize("extra", [[], ["--tv-with", "all", "--amp", "bf16"]], ids=["as-shipped", "tv-with-all-bf16"])
-def test_quick_run_writes_the_expected_table_and_json(bench, tmp_path, capsys, extra):
+def test_quick_run_writes_the_expected_table_and_json(script, tmp_path, capsys, extra):
     out = tmp_path / "bench.json"
     argv = ["--device", "cpu", "--quick", "--reps", "1", "--warmup", "0", "--size", "64x96", "--backbone", "resnet18",
             "--classes", "3", "--threads", "1", "--json", str(out), *extra]  # fmt: skip
     for override in SMALL:
         argv += ["--override", override]
-    bench.main(argv)
+    script.main(argv)
 
     printed = capsys.readouterr().out
     assert "ours/tv" in printed and "img/s ours" in printed
