@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.profiler import profile
 
-from frcnn.bench import runner
+from frcnn.bench import runner, stages
 from frcnn.bench.baseline import TV_WITH, build_models
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
@@ -63,6 +63,32 @@ def model_scopes(model, *inputs):
         model(*inputs)
     names = [e.name for e in sorted(prof.events(), key=lambda e: e.time_range.start)]
     return list(dict.fromkeys(n.split(".", 1)[1] for n in names if n.startswith("frcnn.")))
+
+
+def test_stage_times_subtract_nested_scopes_and_count_each_kernel_once():
+    """Hand-made profiler events of one step (times in us): a stage is its scope less the scopes inside it."""
+    from torch.autograd.profiler_util import FunctionEvent, Kernel
+
+    def event(name, start, end, parent=None, kernels=()):
+        e = FunctionEvent(id=0, name=name, thread=1, start_us=start, end_us=end)
+        e.kernels = [Kernel(k, 0, us) for k, us in kernels]
+        if parent is not None:
+            e.set_cpu_parent(parent)
+            parent.append_cpu_child(e)
+        return e
+
+    step = event("bench.step", 0, 100)
+    rpn = event("frcnn.rpn", 10, 60, step)
+    head = event("frcnn.rpn.head", 10, 30, rpn, kernels=[("frcnn.rpn.head", 9)])  # CUDA's copy of the scope
+    conv = event("aten::conv2d", 12, 28, head, kernels=[("conv_kernel", 5)])
+    backward = event("autograd::engine::evaluate_function: ConvolutionBackward0", 65, 85, step, kernels=[("dgrad", 4)])
+    optimizer = event("Optimizer.step#SGD.step", 88, 98, step)
+
+    times = stages.stage_times([step, rpn, head, conv, backward, optimizer])
+    assert list(times) == ["rpn", "rpn.head", "backward", "optimizer", "other"]
+    expected = {"rpn": (0.030, 0.0), "rpn.head": (0.020, 0.005), "backward": (0.020, 0.004),
+                "optimizer": (0.010, 0.0), "other": (0.020, 0.0)}  # fmt: skip
+    assert {name: pytest.approx(value, abs=1e-9) for name, value in expected.items()} == times
 
 
 @pytest.mark.parametrize("profiled", [False, True], ids=["timed-step", "profiled-step"])

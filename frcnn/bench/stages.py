@@ -48,7 +48,7 @@ def stage_times(events: Iterable) -> Dict[str, Tuple[float, float]]:
         if outer is not None:
             _add(times, stage_of(outer.name), event, -1)
     step_cpu = sum(e.cpu_time_total for e in steps)
-    step_device = sum(k.duration for e in cpu_events for k in e.kernels)  # every kernel the steps launched
+    step_device = sum(_own_kernels_us(e) for e in cpu_events)  # every kernel the steps launched
     times["other"] = [step_cpu - sum(t[0] for t in times.values()), step_device - sum(t[1] for t in times.values())]
     order = [s for s in times if s not in TRAILING] + [s for s in TRAILING if s in times]
     return {s: (times[s][0] / 1000 / len(steps), times[s][1] / 1000 / len(steps)) for s in order}
@@ -57,7 +57,18 @@ def stage_times(events: Iterable) -> Dict[str, Tuple[float, float]]:
 def _add(times: Dict[str, list], stage: str, event, sign: int) -> None:
     total = times.setdefault(stage, [0.0, 0.0])
     total[0] += sign * event.cpu_time_total
-    total[1] += sign * event.device_time_total
+    total[1] += sign * _kernels_us(event)
+
+
+def _kernels_us(event) -> float:
+    """Device time of the kernels launched inside ``event`` (its children's included)."""
+    return _own_kernels_us(event) + sum(_kernels_us(child) for child in event.cpu_children)
+
+
+def _own_kernels_us(event) -> float:
+    # On CUDA each scope also has a GPU-side copy (a "user annotation" spanning its kernels), which the profiler
+    # may attach to the scope like a kernel: left out, it would count those kernels twice.
+    return sum(k.duration for k in event.kernels if k.name != STEP_SCOPE and stage_of(k.name) is None)
 
 
 def _enclosing_scope(event):
