@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,11 +37,7 @@ MODEL_STAGES = {
 def script():
     spec = importlib.util.spec_from_file_location("frcnn_benchmark_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
+    spec.loader.exec_module(module)
     return module
 
 
