@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from frcnn.modeling.preprocess import Preprocessor, check_images
 from frcnn.modeling.roi_heads import ROIHeads
@@ -21,7 +22,8 @@ from frcnn.modeling.targets import check_targets
 
 
 class FasterRCNN(nn.Module):
-    def __init__(self, *, preprocessor: Preprocessor, trunk: nn.Module, rpn: RegionProposalNetwork, roi_heads: ROIHeads):
+    def __init__(self, *, preprocessor: Preprocessor, trunk: nn.Module, rpn: RegionProposalNetwork,
+                 roi_heads: ROIHeads):
         super().__init__()
         self.preprocessor = preprocessor
         self.trunk = trunk
@@ -34,13 +36,19 @@ class FasterRCNN(nn.Module):
                 raise ValueError("in training mode the model needs targets: model(images, targets)")
             # Before the preprocessor moves the targets to the device: CPU targets are checked without a sync.
             check_targets(targets, check_images(images), num_classes=self.roi_heads.num_classes)
-        batch, gt = self.preprocessor(images, targets if self.training else None)
-        features = self.trunk(batch.tensor)
-        proposals, proposal_valid, rpn_losses = self.rpn(features, batch, gt)
-        detections, roi_losses = self.roi_heads(features, proposals, proposal_valid, batch, gt)
+        # Named profiler scopes (stages of scripts/benchmark.py's breakdown); next to free outside a profiler.
+        with record_function("frcnn.preprocess"):
+            batch, gt = self.preprocessor(images, targets if self.training else None)
+        with record_function("frcnn.trunk"):
+            features = self.trunk(batch.tensor)
+        with record_function("frcnn.rpn"):
+            proposals, proposal_valid, rpn_losses = self.rpn(features, batch, gt)
+        with record_function("frcnn.roi"):
+            detections, roi_losses = self.roi_heads(features, proposals, proposal_valid, batch, gt)
         if self.training:
             return {**rpn_losses, **roi_losses}
-        return self.to_original_coordinates(detections, batch)
+        with record_function("frcnn.postprocess"):
+            return self.to_original_coordinates(detections, batch)
 
     @staticmethod
     def to_original_coordinates(detections: List[Dict[str, Tensor]], batch: ImageBatch) -> List[Dict[str, Tensor]]:

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 from torchvision.ops import batched_nms
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
@@ -114,8 +115,11 @@ class ROIHeads(nn.Module):
                          spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio)
 
     def predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
-        pred_logits, pred_deltas = self.predictor(self.box_head(self.pool(features, rois)))
-        return pred_logits.float(), pred_deltas.float()
+        with record_function("frcnn.roi.pool"):
+            pooled = self.pool(features, rois)
+        with record_function("frcnn.roi.box_head"):  # box head and predictor
+            pred_logits, pred_deltas = self.predictor(self.box_head(pooled))
+            return pred_logits.float(), pred_deltas.float()
 
     # ------------------------------------------------------------------------------------------------ training
     def sample(self, proposals: Tensor, proposal_valid: Tensor, gt: GroundTruth):
@@ -137,25 +141,32 @@ class ROIHeads(nn.Module):
         return rois, sampled, roi_labels, foreground, self.box_coder.encode(rois, gt_boxes)
 
     def losses(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, gt: GroundTruth):
-        rois, sampled, roi_labels, foreground, target_deltas = self.sample(proposals, proposal_valid, gt)
+        with record_function("frcnn.roi.sample"):
+            rois, sampled, roi_labels, foreground, target_deltas = self.sample(proposals, proposal_valid, gt)
         pred_logits, pred_deltas = self.predict(features, rois.detach())
-        sampled, roi_labels, foreground = sampled.reshape(-1), roi_labels.reshape(-1), foreground.reshape(-1)
-        # Regression of the ground-truth class only (or of the single class-agnostic box).
-        box_slot = (roi_labels - 1).clamp(min=0) if pred_deltas.shape[1] > 1 else torch.zeros_like(roi_labels)
-        pred_box = pred_deltas.gather(1, box_slot.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
-        num_sampled = sampled.sum()  # both losses averaged over sampled ROIs (jwyang, detectron2)
-        return {
-            "loss_rcnn_cls": masked_mean(F.cross_entropy(pred_logits, roi_labels, reduction="none"), sampled, num_sampled),
-            "loss_rcnn_box": masked_mean(
-                smooth_l1(pred_box, target_deltas.reshape(-1, 4), self.smooth_l1_sigma), foreground, num_sampled
-            ),
-        }
+        with record_function("frcnn.roi.losses"):
+            sampled, roi_labels, foreground = sampled.reshape(-1), roi_labels.reshape(-1), foreground.reshape(-1)
+            # Regression of the ground-truth class only (or of the single class-agnostic box).
+            box_slot = (roi_labels - 1).clamp(min=0) if pred_deltas.shape[1] > 1 else torch.zeros_like(roi_labels)
+            pred_box = pred_deltas.gather(1, box_slot.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
+            num_sampled = sampled.sum()  # both losses averaged over sampled ROIs (jwyang, detectron2)
+            cls_loss = F.cross_entropy(pred_logits, roi_labels, reduction="none")
+            box_loss = smooth_l1(pred_box, target_deltas.reshape(-1, 4), self.smooth_l1_sigma)
+            return {
+                "loss_rcnn_cls": masked_mean(cls_loss, sampled, num_sampled),
+                "loss_rcnn_box": masked_mean(box_loss, foreground, num_sampled),
+            }
 
     # ------------------------------------------------------------------------------------------------ inference
     def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch):
         proposals, proposal_valid = drop_empty_columns(proposals, proposal_valid)
-        num_images, per_image = proposals.shape[:2]
         pred_logits, pred_deltas = self.predict(features, proposals)
+        with record_function("frcnn.roi.detect"):  # score filter and per-class NMS
+            return self._detections(pred_logits, pred_deltas, proposals, proposal_valid, batch)
+
+    def _detections(self, pred_logits: Tensor, pred_deltas: Tensor, proposals: Tensor, proposal_valid: Tensor,
+                    batch: ImageBatch) -> List[Dict[str, Tensor]]:
+        num_images, per_image = proposals.shape[:2]
         scores = F.softmax(pred_logits, dim=1)[:, 1:]  # [N * P, K]
         boxes = self.box_coder.decode(pred_deltas, proposals.reshape(-1, 1, 4))  # [N * P, K or 1, 4]
         boxes = boxes.expand(-1, self.num_classes, 4).reshape(num_images, -1, 4)

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 from torchvision.ops import batched_nms
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
@@ -85,15 +86,19 @@ class RegionProposalNetwork(nn.Module):
         self, features: Tensor, batch: ImageBatch, gt: Optional[GroundTruth] = None
     ) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
         """Proposals ``[N, P, 4]`` (network-input pixels), their validity ``[N, P]`` and, in training, the losses."""
-        pred_objectness, pred_deltas = self.head(features)
-        anchors = self.anchor_generator(features.shape[-2], features.shape[-1])
+        with record_function("frcnn.rpn.head"):
+            pred_objectness, pred_deltas = self.head(features)
+        with record_function("frcnn.rpn.anchors"):
+            anchors = self.anchor_generator(features.shape[-2], features.shape[-1])
         mode = "train" if self.training else "test"
-        proposals, valid = self.propose(pred_objectness.detach(), pred_deltas.detach(), anchors, batch, mode)
+        with record_function("frcnn.rpn.proposals"):
+            proposals, valid = self.propose(pred_objectness.detach(), pred_deltas.detach(), anchors, batch, mode)
         losses: Dict[str, Tensor] = {}
         if self.training:
             if gt is None:
                 raise ValueError("the RPN needs ground truth in training mode")
-            losses = self.losses(pred_objectness, pred_deltas, anchors, batch, gt)
+            with record_function("frcnn.rpn.losses"):  # anchor targets, sampling and the two losses
+                losses = self.losses(pred_objectness, pred_deltas, anchors, batch, gt)
         return proposals, valid, losses
 
     # ------------------------------------------------------------------------------------------------- training
