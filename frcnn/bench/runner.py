@@ -66,8 +66,7 @@ class Runner:
                                batch_size=len(images), device=device, amp=self.amp,
                                scaler=torch.amp.GradScaler(device.type, enabled=(self.amp == "fp16")),
                                clip_grad_norm=float(tc.clip_grad_norm))  # fmt: skip
-        # What Trainer.train() sets up before its loop: run_step draws its batch from it.
-        self.trainer._data_iter = iter(self.trainer.data)
+        self.trainer.start()
         self.box_head_rois = 0  # ROIs through the box head in the last step
         model.roi_heads.box_head.register_forward_pre_hook(self._count_rois)
 

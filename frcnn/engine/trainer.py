@@ -72,8 +72,7 @@ class Trainer:
         try:
             for hook in self.hooks:
                 hook.before_train(self)
-            self._data_iter = iter(self.data)
-            self.model.train()
+            self.start()
             if self._rng_to_restore is not None:  # after the hooks' set-up, as late as in an uninterrupted run
                 set_rng_state(self._rng_to_restore)
                 self._rng_to_restore = None
@@ -89,6 +88,12 @@ class Trainer:
             for hook in self.hooks:
                 hook.close()
             self._data_iter = None
+
+    def start(self) -> None:
+        """Ready to step: the data iterator opened, the model in training mode (``train`` does this first; a
+        caller that drives ``run_step`` itself, as the benchmark does, calls it once)."""
+        self._data_iter = iter(self.data)
+        self.model.train()
 
     def run_step(self) -> None:
         images, targets = next(self._data_iter)
