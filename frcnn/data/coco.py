@@ -165,6 +165,26 @@ class COCODataset(DetectionDataset):
     def _records(self, data: dict, skip_unlisted: bool, name: str) -> list[ImageRecord]:
         path = self.ann_file
         issues = IssueCounter(source=f"dataset {name!r}")
+        anns_by_image = self._annotations_by_image(data, skip_unlisted, issues)
+        records, missing = [], []
+        for img in data["images"]:
+            image_path = os.path.join(self.img_dir, img["file_name"])
+            if not os.path.isfile(image_path):
+                missing.append(image_path)
+                continue
+            records.append(self._record(img, image_path, anns_by_image.get(img["id"], []), issues))
+        if missing:  # a broken dataset: leaving images out would silently change what is trained or measured
+            raise DataError(f"dataset {name!r}: {len(missing)} of {len(data['images'])} images of {path} are "
+                            f"missing under {self.img_dir}: {listed(missing)}. Restore them, or remove them "
+                            f"from the file's 'images'")
+        if not records:
+            raise DataError(f"COCO file {path} lists no images")
+        issues.report()
+        return records
+
+    def _annotations_by_image(self, data: dict, skip_unlisted: bool, issues: IssueCounter) -> dict:
+        """image id -> its checked annotations (of the listed categories)."""
+        path = self.ann_file
         anns_by_image: dict = {}
         image_ids = {img["id"] for img in data["images"]}
         all_category_ids = {c["id"] for c in data["categories"]}
@@ -190,39 +210,28 @@ class COCODataset(DetectionDataset):
                                 f"expected [x, y, w, h]")
             _check_bbox_values(ann, path)
             anns_by_image.setdefault(image_id, []).append(ann)
-        records = []
-        missing = []
-        for img in data["images"]:
-            image_path = os.path.join(self.img_dir, img["file_name"])
-            if not os.path.isfile(image_path):
-                missing.append(image_path)
-                continue
-            height, width = int(img.get("height") or 0), int(img.get("width") or 0)
-            if height <= 0 or width <= 0:
-                height, width = read_image_size(image_path)
-                issues.add("read the size of {n} images from the image file (no width/height in the json)", path)
-            anns = anns_by_image.get(img["id"], [])
-            xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)  # checked above
-            boxes = xywh.copy()
-            boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-            inverted = (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
-            labels = np.array([self.category_id_to_label[a["category_id"]] for a in anns], dtype=np.int64)
-            crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-            difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)
-            boxes, keep, n_clipped = clip_and_filter(boxes, height, width)
-            if n_clipped:
-                issues.add("clipped {n} boxes outside their image", f"{path} (image {img['file_name']})", n_clipped)
-            if not keep.all():
-                count_dropped(issues, keep, inverted, f"{path} (image {img['file_name']})",
-                              "negative bbox width or height")
-                boxes, labels, crowd, difficult = boxes[keep], labels[keep], crowd[keep], difficult[keep]
-            records.append(ImageRecord(image_id=img["id"], path=image_path, height=height, width=width,
-                                       boxes=boxes, labels=labels, difficult=difficult, crowd=crowd, source=path))
-        if missing:  # a broken dataset: leaving images out would silently change what is trained or measured
-            raise DataError(f"dataset {name!r}: {len(missing)} of {len(data['images'])} images of {path} are "
-                            f"missing under {self.img_dir}: {listed(missing)}. Restore them, or remove them "
-                            f"from the file's 'images'")
-        if not records:
-            raise DataError(f"COCO file {path} lists no images")
-        issues.report()
-        return records
+        return anns_by_image
+
+    def _record(self, img: dict, image_path: str, anns: list, issues: IssueCounter) -> ImageRecord:
+        """One image's boxes (xywh -> xyxy, clipped, empty and inverted ones dropped with a count)."""
+        path = self.ann_file
+        height, width = int(img.get("height") or 0), int(img.get("width") or 0)
+        if height <= 0 or width <= 0:
+            height, width = read_image_size(image_path)
+            issues.add("read the size of {n} images from the image file (no width/height in the json)", path)
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)  # checked above
+        boxes = xywh.copy()
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        inverted = (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
+        labels = np.array([self.category_id_to_label[a["category_id"]] for a in anns], dtype=np.int64)
+        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        difficult = np.array([bool(a.get("difficult", 0)) for a in anns], dtype=bool)
+        boxes, keep, n_clipped = clip_and_filter(boxes, height, width)
+        where = f"{path} (image {img['file_name']})"
+        if n_clipped:
+            issues.add("clipped {n} boxes outside their image", where, n_clipped)
+        if not keep.all():
+            count_dropped(issues, keep, inverted, where, "negative bbox width or height")
+            boxes, labels, crowd, difficult = boxes[keep], labels[keep], crowd[keep], difficult[keep]
+        return ImageRecord(image_id=img["id"], path=image_path, height=height, width=width, boxes=boxes,
+                           labels=labels, difficult=difficult, crowd=crowd)

@@ -49,7 +49,6 @@ class ImageRecord:
     labels: np.ndarray  # int64 [M], 1..K
     difficult: np.ndarray  # bool [M]
     crowd: np.ndarray = field(default=None)  # bool [M] (COCO iscrowd); None = all False
-    source: str = ""  # annotation file, for messages
 
 
 def clip_and_filter(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -65,10 +65,6 @@ class IssueCounter:
         entry[0] += count
         entry[1].add(str(path))
 
-    def count(self, what: str) -> int:
-        entry = self._kinds.get(what)
-        return entry[0] if entry else 0
-
     def messages(self) -> list[str]:
         out = []
         for what, (items, files, first) in self._kinds.items():

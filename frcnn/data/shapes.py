@@ -175,50 +175,58 @@ def _make_image(rng: np.random.Generator, settings: ShapesSettings, kinds: Seque
     max_size = max(s.min_object_size, min(s.max_object_size, int(0.6 * min(height, width))))
     for _ in range(n_objects):
         for _attempt in range(30):
-            faint = rng.random() < s.difficult_fraction
-            kind = kinds[int(rng.integers(len(kinds)))]
-            if faint:
-                size = int(rng.integers(s.min_object_size, int(s.min_object_size * 1.4) + 1))
-            else:
-                size = int(round(np.exp(rng.uniform(np.log(s.min_object_size), np.log(max_size + 1)))))
-                size = min(max(size, s.min_object_size), max_size)
-            aspect = float(rng.uniform(0.75, 1.0))
-            inverted = bool(rng.random() < 0.5)
-            out = int(size * 0.35) if rng.random() < 0.12 else 0  # may stick out of the image by this much
-            x0 = int(rng.integers(-out, width - size + out + 1))
-            y0 = int(rng.integers(-out, height - size + out + 1))
-            mask = _shape_mask(kind, x0, y0, size, aspect, inverted, height, width)
-            full = _full_area(kind, size, aspect)
-            if mask.sum() < MIN_VISIBLE * full:
-                continue
-            ok = all((p["visible"] & ~mask).sum() >= MIN_VISIBLE * p["full"] for p in placed)
-            if not ok:
-                continue
-            ys, xs = np.nonzero(mask)
-            region = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].reshape(-1, 3).mean(axis=0)
-            under = [p["colour"] for p in placed if (p["visible"] & mask).any()]
-            colour = _pick_colour(rng, region, faint, under)
-            for p in placed:
-                p["visible"] &= ~mask
-            # shading: a linear gradient across the object, so its fill is not flat
-            gy, gx = rng.uniform(-0.25, 0.25, size=2) / max(size, 1)
-            yy, xx = ys - ys.mean(), xs - xs.mean()
-            shade = 1.0 + gy * yy + gx * xx
-            img[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
-            placed.append(dict(kind=kind, visible=mask.copy(), full=full, colour=colour, faint=faint,
-                               truncated=bool(mask.sum() < 0.98 * full and (x0 < 0 or y0 < 0 or
-                                                                          x0 + size > width or
-                                                                          y0 + size > height))))
-            break
+            if _place_object(rng, s, kinds, img, placed, max_size):
+                break
     img += rng.normal(0, rng.uniform(3, 10), size=img.shape)
-    objects = []
+    return np.clip(img, 0, 255).astype(np.uint8), [_visible_object(p) for p in placed]
+
+
+def _place_object(rng: np.random.Generator, s: ShapesSettings, kinds: Sequence[str], img: np.ndarray,
+                  placed: list, max_size: int) -> bool:
+    """Draw one random shape onto ``img`` unless it would hide too much of itself or of the ones ``placed``;
+    returns whether it was drawn (and appended to ``placed``)."""
+    height, width = img.shape[:2]
+    faint = rng.random() < s.difficult_fraction
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if faint:
+        size = int(rng.integers(s.min_object_size, int(s.min_object_size * 1.4) + 1))
+    else:
+        size = int(round(np.exp(rng.uniform(np.log(s.min_object_size), np.log(max_size + 1)))))
+        size = min(max(size, s.min_object_size), max_size)
+    aspect = float(rng.uniform(0.75, 1.0))
+    inverted = bool(rng.random() < 0.5)
+    out = int(size * 0.35) if rng.random() < 0.12 else 0  # may stick out of the image by this much
+    x0 = int(rng.integers(-out, width - size + out + 1))
+    y0 = int(rng.integers(-out, height - size + out + 1))
+    mask = _shape_mask(kind, x0, y0, size, aspect, inverted, height, width)
+    full = _full_area(kind, size, aspect)
+    if mask.sum() < MIN_VISIBLE * full:
+        return False
+    if not all((p["visible"] & ~mask).sum() >= MIN_VISIBLE * p["full"] for p in placed):
+        return False
+    ys, xs = np.nonzero(mask)
+    region = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].reshape(-1, 3).mean(axis=0)
+    under = [p["colour"] for p in placed if (p["visible"] & mask).any()]
+    colour = _pick_colour(rng, region, faint, under)
     for p in placed:
-        ys, xs = np.nonzero(p["visible"])
-        visible = len(xs) / p["full"]
-        objects.append(dict(kind=p["kind"], box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
-                            difficult=bool(p["faint"] or visible < DIFFICULT_VISIBLE), truncated=p["truncated"],
-                            area=int(len(xs))))
-    return np.clip(img, 0, 255).astype(np.uint8), objects
+        p["visible"] &= ~mask
+    # shading: a linear gradient across the object, so its fill is not flat
+    gy, gx = rng.uniform(-0.25, 0.25, size=2) / max(size, 1)
+    shade = 1.0 + gy * (ys - ys.mean()) + gx * (xs - xs.mean())
+    img[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
+    cut = x0 < 0 or y0 < 0 or x0 + size > width or y0 + size > height
+    placed.append(dict(kind=kind, visible=mask.copy(), full=full, colour=colour, faint=faint,
+                       truncated=bool(mask.sum() < 0.98 * full and cut)))
+    return True
+
+
+def _visible_object(p: dict) -> dict:
+    """The annotation of a placed shape: the box of its visible pixels, difficult when faint or mostly hidden."""
+    ys, xs = np.nonzero(p["visible"])
+    visible = len(xs) / p["full"]
+    return dict(kind=p["kind"], box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+                difficult=bool(p["faint"] or visible < DIFFICULT_VISIBLE), truncated=p["truncated"],
+                area=int(len(xs)))
 
 
 def _voc_xml(image_id: str, width: int, height: int, objects: Sequence[dict]) -> str:
@@ -250,54 +258,56 @@ def _voc_xml(image_id: str, width: int, height: int, objects: Sequence[dict]) ->
 def _write_dataset(out: Path, settings: ShapesSettings, classes: Sequence[str]) -> None:
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "annotations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    category_id = {c: k + 1 for k, c in enumerate(classes)}
     counts = {"train": settings.num_train, "val": settings.num_val, "test": settings.num_test}
-    next_id = 1
+    first_number = 1
     split_ids: dict[str, list[str]] = {}
     for split_index, split in enumerate(SPLITS):
-        n = counts[split]
-        split_rng = np.random.default_rng([settings.seed, split_index, 0])
-        n_empty = int(round(settings.empty_fraction * n))
-        if settings.empty_fraction > 0 and n >= 4:
-            n_empty = max(n_empty, 1)
-        empty = set(split_rng.choice(n, size=min(n_empty, n), replace=False).tolist())
-        images, annotations, ids = [], [], []
-        for i in range(n):
-            number = next_id
-            next_id += 1
-            image_id = f"{number:06d}"
-            rng = np.random.default_rng([settings.seed, split_index, 1, i])
-            pixels, objects = _make_image(rng, settings, classes, empty=i in empty)
-            height, width = pixels.shape[:2]
-            buf = io.BytesIO()
-            Image.fromarray(pixels).save(buf, format="JPEG", quality=int(rng.integers(80, 96)))
-            (out / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.getvalue())
-            (out / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, width, height, objects))
-            ids.append(image_id)
-            images.append({"id": number, "file_name": f"{image_id}.jpg", "width": width, "height": height})
-            for o in objects:
-                x0, y0, x1, y1 = o["box"]
-                annotations.append({
-                    "id": len(annotations) + 1,
-                    "image_id": number,
-                    "category_id": category_id[o["kind"]],
-                    "bbox": [x0, y0, x1 + 1 - x0, y1 + 1 - y0],  # continuous xywh of the same pixels
-                    "area": o["area"],
-                    "iscrowd": 0,
-                    "difficult": int(o["difficult"]),
-                    "truncated": int(o["truncated"]),
-                })
+        ids = _write_split(out, settings, classes, split, split_index, counts[split], first_number)
+        first_number += len(ids)
         split_ids[split] = ids
-        coco = {
-            "info": {"description": "frcnn synthetic shapes", "version": str(GENERATOR_VERSION)},
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": category_id[c], "name": c, "supercategory": "shape"} for c in classes],
-        }
-        (out / "annotations" / f"{split}.json").write_text(json.dumps(coco))
-        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     trainval = split_ids["train"] + split_ids["val"]
     (out / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(trainval) + "\n")
+
+
+def _write_split(out: Path, settings: ShapesSettings, classes: Sequence[str], split: str, split_index: int, n: int,
+                 first_number: int) -> list[str]:
+    """The ``n`` images of one split (numbered from ``first_number``), their XML, the split file and its COCO
+    json; returns the image ids."""
+    category_id = {c: k + 1 for k, c in enumerate(classes)}
+    split_rng = np.random.default_rng([settings.seed, split_index, 0])
+    n_empty = int(round(settings.empty_fraction * n))
+    if settings.empty_fraction > 0 and n >= 4:
+        n_empty = max(n_empty, 1)
+    empty = set(split_rng.choice(n, size=min(n_empty, n), replace=False).tolist())
+    images, annotations, ids = [], [], []
+    for i in range(n):
+        number = first_number + i
+        image_id = f"{number:06d}"
+        rng = np.random.default_rng([settings.seed, split_index, 1, i])
+        pixels, objects = _make_image(rng, settings, classes, empty=i in empty)
+        height, width = pixels.shape[:2]
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=int(rng.integers(80, 96)))
+        (out / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.getvalue())
+        (out / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, width, height, objects))
+        ids.append(image_id)
+        images.append({"id": number, "file_name": f"{image_id}.jpg", "width": width, "height": height})
+        for o in objects:
+            x0, y0, x1, y1 = o["box"]
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": number, "category_id": category_id[o["kind"]],
+                "bbox": [x0, y0, x1 + 1 - x0, y1 + 1 - y0],  # continuous xywh of the same pixels
+                "area": o["area"], "iscrowd": 0, "difficult": int(o["difficult"]), "truncated": int(o["truncated"]),
+            })
+    coco = {
+        "info": {"description": "frcnn synthetic shapes", "version": str(GENERATOR_VERSION)},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": category_id[c], "name": c, "supercategory": "shape"} for c in classes],
+    }
+    (out / "annotations" / f"{split}.json").write_text(json.dumps(coco))
+    (out / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
 
 
 # ------------------------------------------------------------------------------------------------ entry points

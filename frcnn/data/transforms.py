@@ -13,14 +13,6 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 
-def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """Mirror xyxy boxes in an image of the given width: (x1, y1, x2, y2) -> (W - x2, y1, W - x1, y2)."""
-    out = boxes.clone()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
-
-
 class TrainTransform:
     """Random horizontal flip with probability ``hflip_prob``, then photometric jitter of strength
     ``color_jitter`` (0 = off). Call with ``(image uint8 [3,H,W], boxes float32 [M,4])``."""

@@ -256,7 +256,7 @@ def load_voc_records(root, entries: Sequence[str], classes: Sequence[str], *, na
             count_dropped(issues, keep, inverted, ann.path, "xmin > xmax or ymin > ymax")
             boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
         records.append(ImageRecord(image_id=image_id, path=image_path, height=height, width=width, boxes=boxes,
-                                   labels=labels, difficult=difficult, source=ann.path))
+                                   labels=labels, difficult=difficult))
     if missing:  # a broken dataset: leaving images out would silently change what is trained or measured
         raise DataError(f"dataset {name!r}: {len(missing)} of {len(missing) + len(records)} images listed in "
                         f"{list(entries)} under {root} are missing (no JPEGImages/ID.jpg or other image file): "
