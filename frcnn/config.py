@@ -149,6 +149,9 @@ class DatasetConfig:
     use_difficult: bool = False  # train on objects marked difficult (evaluation always sees them, flagged)
     keep_empty: bool = True  # keep training images that have no (usable) objects; evaluation keeps every image
     metric: str = "voc_area"  # voc07 (11-point) | voc_area | coco
+    # "" (the data is on disk) | shapes: generate the synthetic shapes data into `root` on first use, from
+    # dataset.shapes (conf/dataset/shapes.yaml sets it)
+    generate: str = ""
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
 
 

@@ -124,7 +124,7 @@ class OneOf:
     choices: Sequence[str]
 
     def __call__(self, value: Any) -> Optional[str]:
-        return None if value in self.choices else f"is not allowed: must be one of {', '.join(self.choices)}"
+        return None if value in self.choices else f"is not allowed: must be one of {', '.join(map(_show, self.choices))}"
 
 
 @dataclass(frozen=True)
@@ -213,11 +213,12 @@ def _model_rules() -> Dict[str, Rule]:
 
 
 def _data_rules() -> Dict[str, Rule]:
-    from frcnn.data.build import FORMATS
+    from frcnn.data.build import FORMATS, GENERATORS
     from frcnn.evaluation.evaluator import METRICS
 
     return {
         "dataset.format": OneOf(FORMATS),
+        "dataset.generate": OneOf(GENERATORS),
         "dataset.metric": OneOf(METRICS),
         "dataset.shapes.seed": NON_NEGATIVE,  # NumPy's generators take no negative seed
         "dataset.shapes.num_train": COUNT,

@@ -49,9 +49,22 @@ def _coco_paths(dataset_cfg, split: str) -> tuple[str, str]:
     return str(root / ann), str(root / (img or ""))
 
 
+GENERATORS = ("", "shapes")  # dataset.generate: "" = the data is on disk
+
+
+def _generates_shapes(dataset_cfg) -> bool:
+    return str(dataset_cfg.get("generate") or "") == "shapes"
+
+
 def _maybe_generate(dataset_cfg) -> None:
-    if str(dataset_cfg.name) == "shapes":
+    if _generates_shapes(dataset_cfg):
         ensure_shapes(dataset_cfg)
+
+
+def _given_classes(dataset_cfg) -> list[str]:
+    """``dataset.classes`` as given (generated data: checked against what the generator draws, its default)."""
+    classes = [str(c) for c in (dataset_cfg.classes or [])]
+    return check_classes(classes) if _generates_shapes(dataset_cfg) else classes
 
 
 def _coco_classes(dataset_cfg) -> list[str]:
@@ -84,9 +97,7 @@ def _coco_classes(dataset_cfg) -> list[str]:
 def resolve_classes(dataset_cfg) -> list[str]:
     """``dataset.classes`` when given; otherwise the categories of the COCO training file (sorted by id; every
     split file must have the same ones) or the sorted class names found in every VOC split's annotations."""
-    classes = [str(c) for c in (dataset_cfg.classes or [])]
-    if str(dataset_cfg.name) == "shapes":
-        classes = check_classes(classes)
+    classes = _given_classes(dataset_cfg)
     if classes:
         if len(set(classes)) != len(classes):
             raise ValueError(f"dataset.classes has duplicates: {classes}")
@@ -116,7 +127,7 @@ def resolve_classes(dataset_cfg) -> list[str]:
 def build_dataset(dataset_cfg, split: str, *, train: bool, loader_cfg=None):
     """The dataset of one split. ``train=True``: random flip / jitter per ``loader_cfg`` (defaults when None),
     difficult objects (unless ``dataset.use_difficult``) and crowd regions left out of targets, images with no
-    object dropped unless ``dataset.keep_empty``. Generates the shapes data first when ``dataset.name=shapes``."""
+    object dropped unless ``dataset.keep_empty``. Generates the shapes data first when ``dataset.generate=shapes``."""
     fmt = _check(dataset_cfg, split)
     _maybe_generate(dataset_cfg)
     if loader_cfg is None:
@@ -137,9 +148,7 @@ def build_dataset(dataset_cfg, split: str, *, train: bool, loader_cfg=None):
         return VOCDataset(str(Path(str(dataset_cfg.root)).expanduser()), entries, resolve_classes(dataset_cfg),
                           **common)
     ann_file, img_dir = _coco_paths(dataset_cfg, split)
-    classes = [str(c) for c in (dataset_cfg.classes or [])]
-    if str(dataset_cfg.name) == "shapes":
-        classes = check_classes(classes)
+    classes = _given_classes(dataset_cfg)
     dataset = COCODataset(ann_file, img_dir, classes or None, **common)
     if not classes:  # classes from this file: they must be the ones the model is built with
         expected = resolve_classes(dataset_cfg)

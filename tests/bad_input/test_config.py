@@ -95,6 +95,7 @@ TRAIN_CASES = [
     ("model.roi.nms_thresh=0", "model.roi.nms_thresh=0.0 is out of range: must be in (0, 1]"),
     ("model.roi.detections_per_img=0", "model.roi.detections_per_img=0 is out of range: must be >= 1"),
     ("dataset.format=yolo", "dataset.format=yolo is not allowed: must be one of voc, coco"),
+    ("dataset.generate=circles", "dataset.generate=circles is not allowed: must be one of '', shapes"),
     ("dataset.metric=map", "dataset.metric=map is not allowed: must be one of voc07, voc_area, coco"),
     ("dataset.shapes.seed=-1", "dataset.shapes.seed=-1 is out of range: must be >= 0"),
     ("dataset.shapes.num_train=0", "dataset.shapes.num_train=0 is out of range: must be >= 1"),
