@@ -9,7 +9,6 @@ import pytest
 import torch
 import yaml
 
-
 # A Hydra callback that writes down what each job returned (the value a sweeper would optimise), since a
 # multirun in a subprocess hands nothing back otherwise.
 RECORDER = """

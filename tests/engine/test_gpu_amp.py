@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from frcnn.engine.checkpoint import load_checkpoint
-from frcnn.engine.runtime import autocast, check_amp, resolve_device
 from frcnn.engine.launch import train
 from frcnn.engine.optim import build_optimizer
+from frcnn.engine.runtime import autocast, check_amp, resolve_device
 from frcnn.engine.trainer import Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

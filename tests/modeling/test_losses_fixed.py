@@ -159,7 +159,7 @@ def test_rpn_forward_with_constant_head_outputs_on_a_2x2_feature_map():
 
 def test_rpn_image_without_objects_gives_exactly_zero_box_loss():
     rpn = make_rpn()
-    logits, deltas, anchors, batch, gt = rpn_inputs(2)
+    logits, deltas, anchors, _, _ = rpn_inputs(2)
     # Image 1 of rpn_inputs alone (no object): four negatives, no positive; its deltas are all junk.
     losses = rpn.losses(logits[1:], deltas[1:], anchors, image_batch([(64, 64)]), ground_truth([[]], [[]]))
     assert losses["loss_rpn_box"].item() == 0.0
