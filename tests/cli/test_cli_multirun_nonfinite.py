@@ -2,24 +2,59 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import pytest
 import torch
+import yaml
+
+# A Hydra callback that writes down what each job returned (the value a sweeper would optimise), since a
+# multirun in a subprocess hands nothing back otherwise.
+RECORDER = """
+import json
+from hydra.experimental.callback import Callback
 
 
-def test_multirun_gives_each_job_its_own_run_directory(cli, cli_shapes_root, tmp_path):
+class RecordReturns(Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_job_end(self, config, job_return, **kwargs):
+        record = {"dir": config.hydra.runtime.output_dir, "value": job_return.return_value}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\\n")
+"""
+
+
+def test_multirun_gives_each_job_its_own_run_directory(cli, cli_shapes_root, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
+    (tmp_path / "record_returns.py").write_text(RECORDER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    returns = tmp_path / "returns.jsonl"
     proc = cli.run("frcnn-train", "-m", *cli.tiny(cli_shapes_root), "train.max_iters=1", "train.vis_images=0",
-                   "train.lr=0.001,0.002", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   "train.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",
+                   "+hydra.callbacks.record._target_=record_returns.RecordReturns",
+                   f"+hydra.callbacks.record.path={returns}", cwd=tmp_path)
     assert proc.returncode == 0, cli.output(proc)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
-    lrs = []
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["mAP"] >= 0.0
+
+    returned = {Path(r["dir"]).name: r["value"] for r in map(json.loads, returns.read_text().splitlines())}
+    assert set(returned) == {"0", "1"}
+    for job, lr in zip(jobs, [0.001, 0.002]):
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["per_class"]) == {"circle", "square", "triangle"}
+        # What the job returned to Hydra (for a sweeper to optimise) is the mAP it wrote.
+        assert returned[job.name] == metrics["mAP"]
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        # The swept value reached the job's own composed config, its checkpoint and the optimizer it trained with.
+        assert f"train.lr={lr}" in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
+        assert yaml.safe_load((job / ".hydra/config.yaml").read_text())["train"]["lr"] == lr
         state = torch.load(job / "checkpoints/last.pt", map_location="cpu", weights_only=True)
-        lrs.append(state["config"]["train"]["lr"])
-    assert lrs == [0.001, 0.002]
+        assert state["config"]["train"]["lr"] == lr
+        assert state["scheduler"]["base_lrs"][0] == pytest.approx(lr)
+        assert state["iteration"] == 1
 
 
 def test_an_absurd_lr_stops_the_run_naming_iteration_and_loss(cli, cli_shapes_root, tmp_path):
