@@ -124,7 +124,9 @@ class OneOf:
     choices: Sequence[str]
 
     def __call__(self, value: Any) -> Optional[str]:
-        return None if value in self.choices else f"is not allowed: must be one of {', '.join(map(_show, self.choices))}"
+        if value in self.choices:
+            return None
+        return f"is not allowed: must be one of {', '.join(map(_show, self.choices))}"
 
 
 @dataclass(frozen=True)
