@@ -59,11 +59,11 @@ class TopNConfig:
 
 @dataclass
 class RPNConfig:
-    fg_iou_thresh: float = 0.7
-    bg_iou_thresh: float = 0.3
-    batch_size_per_image: int = 256
-    positive_fraction: float = 0.5
-    nms_thresh: float = 0.7
+    fg_iou_thresh: float = 0.7  # anchors at this IoU with an object are positive (and each object's best ones)
+    bg_iou_thresh: float = 0.3  # anchors below it with every object are negative; between the two: ignored
+    batch_size_per_image: int = 256  # anchors sampled per image for the RPN losses
+    positive_fraction: float = 0.5  # at most this share of them positive
+    nms_thresh: float = 0.7  # proposal NMS IoU
     min_size: float = 16.0  # proposals narrower or shorter than this (original-image pixels) are dropped
     pre_nms_top_n: TopNConfig = field(default_factory=lambda: TopNConfig(train=12000, test=6000))
     post_nms_top_n: TopNConfig = field(default_factory=lambda: TopNConfig(train=2000, test=300))
@@ -74,10 +74,10 @@ class RPNConfig:
 
 @dataclass
 class ROIConfig:
-    batch_size_per_image: int = 128
-    positive_fraction: float = 0.25
-    fg_iou_thresh: float = 0.5
-    bg_iou_thresh_hi: float = 0.5
+    batch_size_per_image: int = 128  # proposals (with the ground truth appended) sampled per image for the head
+    positive_fraction: float = 0.25  # at most this share of them foreground
+    fg_iou_thresh: float = 0.5  # foreground at this IoU with an object
+    bg_iou_thresh_hi: float = 0.5  # background in [bg_iou_thresh_lo, bg_iou_thresh_hi)
     bg_iou_thresh_lo: float = 0.0
     pooler: str = "align"  # align (torchvision roi_align) | pool (roi_pool)
     pool_size: int = 7
@@ -202,9 +202,9 @@ class TrainConfig:
 
 @dataclass
 class TrainAppConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the group conf/backbone/ picks it
+    model: ModelConfig = field(default_factory=ModelConfig)  # experiments (conf/experiment/) set parts of it
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)  # the group conf/dataset/ picks it
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
