@@ -14,21 +14,13 @@ from frcnn.data.errors import DataError
 from frcnn.data.loader import collate
 from frcnn.modeling.targets import check_targets
 
+from helpers import SMALL_MODEL, compose_config
+
 INF, NAN = math.inf, math.nan
-SMALL_MODEL = [  # as tests/conftest.py's SMALL_MODEL, on the smallest backbone
-    "backbone=resnet18", "dataset.classes=[a,b,c]", "model.input.min_size=[128]", "model.input.max_size=192",
-    "model.rpn.pre_nms_top_n.train=600", "model.rpn.post_nms_top_n.train=100", "model.roi.batch_size_per_image=32",
-    "model.anchor.scales=[2,4,8]", "model.rpn.min_size=2",
-]
 
 
-def _compose():
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base=None):
-        return compose("train", overrides=SMALL_MODEL)
+def _compose():  # the small model on the smallest backbone, 3 classes
+    return compose_config([*SMALL_MODEL, "backbone=resnet18", "dataset.classes=[a,b,c]"])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
 import frcnn  # noqa: F401  (registers the config schemas)
@@ -22,16 +21,15 @@ from frcnn.engine.runtime import rng_state
 from frcnn.engine.trainer import Trainer
 from frcnn.errors import RunDirError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from helpers import compose_config, tiny_overrides
 
 
 @pytest.fixture
-def tiny_cfg(tmp_path_factory, tiny_run_overrides):
+def tiny_cfg(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "bad_input_shapes"
 
     def make(*extra):
-        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-            return compose("train", overrides=[*tiny_run_overrides(root), "train.vis_images=0", *extra])
+        return compose_config([*tiny_overrides(root), "train.vis_images=0", *extra])
 
     return make
 

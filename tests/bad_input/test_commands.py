@@ -8,19 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import frcnn  # noqa: F401  (registers the config schemas)
 from frcnn.engine.launch import train
 
+from helpers import compose_config, run_command, tiny_overrides
+
 BIN = Path(sys.executable).parent
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def run(name: str, *args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(BIN / name), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+run = run_command
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -36,12 +33,11 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> st
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_run_overrides):
+def finished_run(tmp_path_factory):
     """A finished 2-iteration run (trained in-process, data under the relative root ``shapes``), with a
     .hydra/overrides.yaml as frcnn-train leaves."""
     work = tmp_path_factory.mktemp("finished")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("train", overrides=[*tiny_run_overrides("shapes"), "train.vis_images=0"])
+    cfg = compose_config([*tiny_overrides("shapes"), "train.vis_images=0"])
     cwd = os.getcwd()
     os.chdir(work)
     try:

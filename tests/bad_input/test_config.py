@@ -14,7 +14,9 @@ from frcnn.config import TrainAppConfig
 from frcnn.config_checks import check_eval_config, check_predict_config, check_train_config, train_rules
 from frcnn.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from helpers import CONF_DIR
+
+CONF = Path(CONF_DIR)
 REQUIRED = {"train": [], "eval": ["checkpoint=x.pt"], "predict": ["checkpoint=x.pt", "input=images"]}
 CHECKS = {"train": check_train_config, "eval": check_eval_config, "predict": check_predict_config}
 

@@ -10,20 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from helpers import compose_config, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_run_overrides):
+def checkpoint(tmp_path_factory):
     """last.pt of a 1-iteration training run of the tiny config (in this process: a few seconds)."""
     from frcnn.engine.launch import train
 
     work = tmp_path_factory.mktemp("predict_ckpt")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("train", overrides=[*tiny_run_overrides(work / "shapes"), "train.max_iters=1",
-                                          "train.vis_images=0", "train.eval_period=0"])
+    cfg = compose_config([*tiny_overrides(work / "shapes"), "train.max_iters=1", "train.vis_images=0",
+                          "train.eval_period=0"])
     train(cfg, work / "run")
     return work / "run" / "checkpoints" / "last.pt", sorted((work / "shapes" / "JPEGImages").glob("*.jpg"))
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 import yaml
 
+from helpers import output_of, run_command, tiny_overrides
+
 # A Hydra callback that writes down what each job returned (the value a sweeper would optimise), since a
 # multirun in a subprocess hands nothing back otherwise.
 RECORDER = """
@@ -27,16 +29,16 @@ class RecordReturns(Callback):
 """
 
 
-def test_multirun_gives_each_job_its_own_run_directory(cli, cli_shapes_root, tmp_path, monkeypatch):
+def test_multirun_gives_each_job_its_own_run_directory(cli_shapes_root, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     (tmp_path / "record_returns.py").write_text(RECORDER)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     returns = tmp_path / "returns.jsonl"
-    proc = cli.run("frcnn-train", "-m", *cli.tiny(cli_shapes_root), "train.max_iters=1", "train.vis_images=0",
+    proc = run_command("frcnn-train", "-m", *tiny_overrides(cli_shapes_root), "train.max_iters=1", "train.vis_images=0",
                    "train.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",
                    "+hydra.callbacks.record._target_=record_returns.RecordReturns",
                    f"+hydra.callbacks.record.path={returns}", cwd=tmp_path)
-    assert proc.returncode == 0, cli.output(proc)
+    assert proc.returncode == 0, output_of(proc)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
 
@@ -57,13 +59,13 @@ def test_multirun_gives_each_job_its_own_run_directory(cli, cli_shapes_root, tmp
         assert state["iteration"] == 1
 
 
-def test_an_absurd_lr_stops_the_run_naming_iteration_and_loss(cli, cli_shapes_root, tmp_path):
+def test_an_absurd_lr_stops_the_run_naming_iteration_and_loss(cli_shapes_root, tmp_path):
     run_dir = tmp_path / "run"
-    proc = cli.run("frcnn-train", *cli.tiny(cli_shapes_root), "train.max_iters=10", "train.lr=1e10",
+    proc = run_command("frcnn-train", *tiny_overrides(cli_shapes_root), "train.max_iters=10", "train.lr=1e10",
                    "train.checkpoint_period=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, cli.output(proc)
-    assert "non-finite loss at iteration" in text and "loss_" in text, cli.output(proc)
+    assert proc.returncode != 0, output_of(proc)
+    assert "non-finite loss at iteration" in text and "loss_" in text, output_of(proc)
     assert "Traceback" not in text
     bad_iteration = int(text.split("non-finite loss at iteration ")[1].split(":")[0])
     state = torch.load(run_dir / "checkpoints/last.pt", map_location="cpu", weights_only=True)

@@ -6,6 +6,8 @@ import json
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import output_of, run_command
+
 LOSS_TAGS = {"loss/rpn_cls", "loss/rpn_box", "loss/rcnn_cls", "loss/rcnn_box"}
 
 
@@ -36,12 +38,12 @@ def test_tensorboard_holds_the_losses_lr_speed_metric_and_images(trained_run):
     assert events.Tags()["images"] == ["predictions/0"]
 
 
-def test_eval_rebuilds_the_model_from_the_checkpoint(trained_run, cli, tmp_path):
+def test_eval_rebuilds_the_model_from_the_checkpoint(trained_run, tmp_path):
     run_dir, _ = trained_run
     eval_dir = tmp_path / "eval"
-    proc = cli.run("frcnn-eval", f"checkpoint={run_dir / 'checkpoints/last.pt'}", f"hydra.run.dir={eval_dir}",
+    proc = run_command("frcnn-eval", f"checkpoint={run_dir / 'checkpoints/last.pt'}", f"hydra.run.dir={eval_dir}",
                    "loader.num_workers=0", "model.roi.score_thresh=0.0", cwd=tmp_path)
-    assert proc.returncode == 0, cli.output(proc)
+    assert proc.returncode == 0, output_of(proc)
     assert "circle" in proc.stdout and "mAP" in proc.stdout  # the per-class table
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["per_class"]) == {"circle", "square", "triangle"}
@@ -53,20 +55,20 @@ def test_eval_rebuilds_the_model_from_the_checkpoint(trained_run, cli, tmp_path)
         assert entry["category"] == ["circle", "square", "triangle"][entry["category_id"] - 1]
 
 
-def test_predict_draws_and_writes_detections(trained_run, cli, cli_shapes_root, tmp_path):
+def test_predict_draws_and_writes_detections(trained_run, cli_shapes_root, tmp_path):
     run_dir, _ = trained_run
     image = sorted((cli_shapes_root / "JPEGImages").glob("*.jpg"))[0]
     out = tmp_path / "pred"
-    proc = cli.run("frcnn-predict", f"checkpoint={run_dir / 'checkpoints/last.pt'}", f"input={image}",
+    proc = run_command("frcnn-predict", f"checkpoint={run_dir / 'checkpoints/last.pt'}", f"input={image}",
                    f"output={out}", "score_thresh=0.0", cwd=tmp_path)
-    assert proc.returncode == 0, cli.output(proc)
+    assert proc.returncode == 0, output_of(proc)
     assert (out / image.name).is_file()
     entries = json.loads((out / "detections.json").read_text())
     assert entries and all(e["image_id"] == image.name for e in entries)
     assert all(set(e) == {"image_id", "category_id", "category", "bbox", "score"} for e in entries)
 
 
-def test_eval_refuses_a_checkpoint_that_would_run_code(cli, tmp_path):
+def test_eval_refuses_a_checkpoint_that_would_run_code(tmp_path):
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.pt"
     script = (f"import pathlib, torch\n"
@@ -78,12 +80,12 @@ def test_eval_refuses_a_checkpoint_that_would_run_code(cli, tmp_path):
     import sys
 
     subprocess.run([sys.executable, "-c", script], check=True)
-    proc = cli.run("frcnn-eval", f"checkpoint={evil}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    proc = run_command("frcnn-eval", f"checkpoint={evil}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
     assert proc.returncode != 0
     assert "refusing to load" in proc.stdout + proc.stderr and "evil.pt" in proc.stdout + proc.stderr
     assert not marker.exists()
 
 
-def test_a_misspelled_key_fails_naming_it(cli, tmp_path):
-    proc = cli.run("frcnn-train", "train.lrr=0.1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_a_misspelled_key_fails_naming_it(tmp_path):
+    proc = run_command("frcnn-train", "train.lrr=0.1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode != 0 and "train.lrr" in proc.stdout + proc.stderr

@@ -9,6 +9,9 @@ from omegaconf.errors import MissingMandatoryValue
 from frcnn.data import build_dataset, build_test_loader, build_train_loader, resolve_classes
 from frcnn.data.shapes import MARKER
 
+from helpers import compose_config
+from helpers import data as tiny
+
 TARGET_KEYS = {"boxes", "labels", "difficult", "image_id", "index", "orig_size"}
 
 
@@ -29,10 +32,10 @@ def _check_batch(images, targets, batch_size, num_classes, id_type):
 
 
 @pytest.mark.parametrize("fmt,id_type", [("voc", str), ("coco", int)])
-def test_shapes_through_the_config(compose, helpers, tmp_path, fmt, id_type):
+def test_shapes_through_the_config(tmp_path, fmt, id_type):
     root = tmp_path / "shapes"
-    cfg = compose(["dataset=shapes", f"dataset.format={fmt}", "loader.num_workers=0"]
-                  + helpers.shapes_overrides(root))
+    cfg = compose_config(["dataset=shapes", f"dataset.format={fmt}", "loader.num_workers=0"]
+                  + tiny.shapes_overrides(root))
     assert resolve_classes(cfg.dataset) == ["circle", "square", "triangle"]
     train = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)  # generates on first use
     assert (root / MARKER).is_file() and train.format == fmt and len(train) == 8
@@ -53,9 +56,9 @@ def test_shapes_through_the_config(compose, helpers, tmp_path, fmt, id_type):
     assert set(gt) == {"image_id", "boxes", "labels", "difficult"} and gt["image_id"] == test.image_ids[0]
 
 
-def test_train_loader_with_workers(compose, helpers, shapes_root):
-    cfg = compose(["dataset=shapes", "loader.num_workers=2", "loader.persistent_workers=true",
-                   "loader.color_jitter=0.2"] + helpers.shapes_overrides(shapes_root))
+def test_train_loader_with_workers(shapes_root):
+    cfg = compose_config(["dataset=shapes", "loader.num_workers=2", "loader.persistent_workers=true",
+                   "loader.color_jitter=0.2"] + tiny.shapes_overrides(shapes_root))
     train = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
     loader = build_train_loader(train, batch_size=2, loader_cfg=cfg.loader, seed=1)
     assert loader.num_workers == 2 and loader.persistent_workers
@@ -67,8 +70,8 @@ def test_train_loader_with_workers(compose, helpers, shapes_root):
     del loader
 
 
-def test_voc_custom_collects_and_logs_classes(compose, voc_root, caplog):
-    cfg = compose(["dataset=voc_custom", f"dataset.root={voc_root}", "dataset.sets.train=[VOC2007/trainval]",
+def test_voc_custom_collects_and_logs_classes(voc_root, caplog):
+    cfg = compose_config(["dataset=voc_custom", f"dataset.root={voc_root}", "dataset.sets.train=[VOC2007/trainval]",
                    "dataset.sets.val=[VOC2007/test]", "dataset.sets.test=[VOC2007/test]"])
     assert cfg.dataset.metric == "voc_area"
     with caplog.at_level(logging.INFO, logger="frcnn"):
@@ -78,27 +81,28 @@ def test_voc_custom_collects_and_logs_classes(compose, voc_root, caplog):
     assert ds.classes == ["cat", "dog", "person"] and len(ds) == 3
 
 
-def test_voc_custom_needs_a_root(compose):
-    cfg = compose(["dataset=voc_custom"])
+def test_voc_custom_needs_a_root():
+    cfg = compose_config(["dataset=voc_custom"])
     with pytest.raises(MissingMandatoryValue, match="dataset.root"):
         build_dataset(cfg.dataset, "train", train=True)
 
 
-def test_coco_custom(compose, coco_root):
-    cfg = compose(["dataset=coco_custom", f"dataset.root={coco_root}", "dataset.ann_file.train=annotations/ann.json",
-                   "dataset.ann_file.test=annotations/ann.json", "dataset.ann_file.val=annotations/ann.json"])
+def test_coco_custom(coco_root):
+    cfg = compose_config(["dataset=coco_custom", f"dataset.root={coco_root}",
+                          "dataset.ann_file.train=annotations/ann.json", "dataset.ann_file.test=annotations/ann.json",
+                          "dataset.ann_file.val=annotations/ann.json"])
     assert resolve_classes(cfg.dataset) == ["a", "b", "c"]
     ds = build_dataset(cfg.dataset, "test", train=False)
     assert ds.format == "coco" and ds.label_to_category_id == {1: 1, 2: 3, 3: 7}
 
 
-def test_voc07_and_coco_configs_point_at_the_official_layout(compose):
-    voc = compose(["dataset=voc07"]).dataset
+def test_voc07_and_coco_configs_point_at_the_official_layout():
+    voc = compose_config(["dataset=voc07"]).dataset
     assert voc.root == "data/VOCdevkit" and list(voc.sets.train) == ["VOC2007/trainval"]
     assert list(voc.sets.test) == ["VOC2007/test"] and voc.metric == "voc07" and len(voc.classes) == 20
-    voc12 = compose(["dataset=voc0712"]).dataset
+    voc12 = compose_config(["dataset=voc0712"]).dataset
     assert list(voc12.sets.train) == ["VOC2007/trainval", "VOC2012/trainval"] and voc12.metric == "voc07"
-    coco = compose(["dataset=coco"]).dataset
+    coco = compose_config(["dataset=coco"]).dataset
     assert coco.ann_file.train == "annotations/instances_train2017.json" and coco.img_dir.test == "val2017"
     assert list(coco.classes) == [] and coco.metric == "coco" and coco.keep_empty is False
     with pytest.raises(Exception, match="split file not found: data/VOCdevkit/VOC2007/ImageSets/Main/test.txt"):

@@ -6,6 +6,8 @@ import torch
 
 from frcnn.data.coco import COCODataset
 
+from helpers import data as tiny
+
 
 def _dataset(root, classes=None, **kw):
     kw.setdefault("train", False)
@@ -64,11 +66,11 @@ def test_pycocotools_prints_are_silenced(coco_root, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_difficult_field_honoured(tmp_path, helpers):
-    data = helpers.coco_data()
+def test_difficult_field_honoured(tmp_path):
+    data = tiny.coco_data()
     data["annotations"][0]["difficult"] = 1
     root = tmp_path / "d"
-    helpers.write_coco(root, data)
+    tiny.write_coco(root, data)
     ds = _dataset(root, train=True, hflip_prob=0.0)
     assert ds[0][1]["labels"].tolist() == [2]  # the difficult and the crowd box are out
     assert ds.ground_truth(0)["difficult"].tolist() == [True, True, False]

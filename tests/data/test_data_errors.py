@@ -11,6 +11,8 @@ from frcnn.data.build import build_test_loader
 from frcnn.data.coco import COCODataset
 from frcnn.data.voc import VOCDataset, parse_voc_xml
 
+from helpers import data as tiny
+
 CLASSES = ["cat", "dog", "person"]
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
@@ -35,9 +37,9 @@ XXE = """<?xml version="1.0"?>
 <annotation><filename>&xxe;</filename></annotation>"""
 
 
-def _voc(tmp_path, helpers, images, split_ids=None, write_images=True):
+def _voc(tmp_path, tiny, images, split_ids=None, write_images=True):
     base = tmp_path / "VOC"
-    helpers.write_voc(base, images, {"trainval": split_ids or list(images)}, write_images=write_images)
+    tiny.write_voc(base, images, {"trainval": split_ids or list(images)}, write_images=write_images)
     return base
 
 
@@ -46,8 +48,8 @@ def _one(name="dog", box=(1, 1, 10, 10)):
 
 
 @pytest.mark.parametrize("payload", [BILLION_LAUGHS, XXE], ids=["billion_laughs", "external_entity"])
-def test_entity_declarations_are_refused(tmp_path, helpers, payload):
-    base = _voc(tmp_path, helpers, {"000001": _one()})
+def test_entity_declarations_are_refused(tmp_path, payload):
+    base = _voc(tmp_path, tiny, {"000001": _one()})
     xml = base / "Annotations" / "000001.xml"
     xml.write_text(payload)
     with pytest.raises(DataError, match=r"refusing to parse .*000001\.xml.*DOCTYPE"):
@@ -56,35 +58,35 @@ def test_entity_declarations_are_refused(tmp_path, helpers, payload):
         parse_voc_xml(xml)
 
 
-def test_malformed_xml_names_the_file(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one(), "000002": _one()})
+def test_malformed_xml_names_the_file(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one(), "000002": _one()})
     (base / "Annotations" / "000002.xml").write_text("<annotation><object><name>dog</name></annotation>")
     with pytest.raises(DataError, match=r"malformed XML in .*000002\.xml"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
-def test_non_numeric_coordinate_names_the_file(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one(box=(1, "abc", 10, 10))})
+def test_non_numeric_coordinate_names_the_file(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one(box=(1, "abc", 10, 10))})
     with pytest.raises(DataError, match=r"malformed XML in .*000001\.xml.*'dog'"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
-def test_missing_annotation_file_names_it(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one()}, split_ids=["000001", "000009"])
+def test_missing_annotation_file_names_it(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one()}, split_ids=["000001", "000009"])
     with pytest.raises(DataError, match=r"annotation file not found: .*000009\.xml"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
-def test_unknown_class_names_file_name_and_known_classes(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one(), "000002": _one(name="unicorn")})
+def test_unknown_class_names_file_name_and_known_classes(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one(), "000002": _one(name="unicorn")})
     with pytest.raises(DataError) as err:
         VOCDataset(base, ["trainval"], CLASSES, train=False)
     message = str(err.value)
     assert "'unicorn'" in message and "000002.xml" in message and "['cat', 'dog', 'person']" in message
 
 
-def test_empty_and_missing_split_files(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one()})
+def test_empty_and_missing_split_files(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one()})
     (base / "ImageSets" / "Main" / "empty.txt").write_text("\n  \n")
     with pytest.raises(DataError, match=r"split file .*empty\.txt lists no images"):
         VOCDataset(base, ["empty"], CLASSES, train=False)
@@ -92,13 +94,13 @@ def test_empty_and_missing_split_files(tmp_path, helpers):
         VOCDataset(base, ["nosuch"], CLASSES, train=False)
 
 
-def test_boxes_outside_are_clipped_and_zero_area_dropped_with_counts(tmp_path, helpers, caplog):
+def test_boxes_outside_are_clipped_and_zero_area_dropped_with_counts(tmp_path, caplog):
     images = {
         "000001": (20, 20, [dict(name="dog", box=(-4, 1, 25, 10)), dict(name="cat", box=(3, 3, 8, 30))]),
         "000002": (20, 20, [dict(name="dog", box=(5, 5, 4, 9)), dict(name="cat", box=(30, 1, 40, 10)),
                             dict(name="cat", box=(2, 2, 6, 6))]),
     }
-    base = _voc(tmp_path, helpers, images)
+    base = _voc(tmp_path, tiny, images)
     with caplog.at_level(logging.WARNING, logger="frcnn"):
         ds = VOCDataset(base, ["trainval"], CLASSES, train=False)
     messages = caplog.messages
@@ -114,28 +116,28 @@ def test_boxes_outside_are_clipped_and_zero_area_dropped_with_counts(tmp_path, h
     assert ds.ground_truth(1)["boxes"].tolist() == [[1, 1, 6, 6]]
 
 
-def test_missing_image_is_an_error_naming_it(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one(), "000002": _one()})
+def test_missing_image_is_an_error_naming_it(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one(), "000002": _one()})
     (base / "JPEGImages" / "000002.jpg").unlink()
     with pytest.raises(DataError, match=r"1 of 2 images listed in \['trainval'\] .* are missing .*000002\.jpg"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
-def test_all_images_missing_is_an_error(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one()}, write_images=False)
+def test_all_images_missing_is_an_error(tmp_path):
+    base = _voc(tmp_path, tiny, {"000001": _one()}, write_images=False)
     with pytest.raises(DataError, match=r"1 of 1 images listed .* are missing .*000001\.jpg"):
         VOCDataset(base, ["trainval"], CLASSES, train=False)
 
 
-def _corrupt_voc(tmp_path, helpers):
-    base = _voc(tmp_path, helpers, {"000001": _one(), "000002": _one()})
+def _corrupt_voc(tmp_path, tiny):
+    base = _voc(tmp_path, tiny, {"000001": _one(), "000002": _one()})
     bad = base / "JPEGImages" / "000002.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     return VOCDataset(base, ["trainval"], CLASSES, train=False), bad
 
 
-def test_corrupt_image_error_names_the_file(tmp_path, helpers):
-    ds, bad = _corrupt_voc(tmp_path, helpers)
+def test_corrupt_image_error_names_the_file(tmp_path):
+    ds, bad = _corrupt_voc(tmp_path, tiny)
     ds[0]
     with pytest.raises(DataError, match=r"cannot decode image .*000002\.jpg"):
         ds[1]
@@ -147,10 +149,10 @@ def test_corrupt_image_error_names_the_file(tmp_path, helpers):
         ds[1]
 
 
-def test_corrupt_image_in_a_worker_still_names_the_file(tmp_path, helpers, monkeypatch):
+def test_corrupt_image_in_a_worker_still_names_the_file(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    ds, bad = _corrupt_voc(tmp_path, helpers)
+    ds, bad = _corrupt_voc(tmp_path, tiny)
     cfg = OmegaConf.create(dict(num_workers=1, pin_memory=False, persistent_workers=False))
     batches = iter(build_test_loader(ds, batch_size=1, loader_cfg=cfg))
     with pytest.raises(DataError) as err:
@@ -174,26 +176,26 @@ def test_malformed_json_names_the_file(tmp_path):
         COCODataset(tmp_path / "nosuch.json", tmp_path, train=False)
 
 
-def test_coco_unknown_category_and_bad_bbox(tmp_path, helpers):
-    data = helpers.coco_data()
+def test_coco_unknown_category_and_bad_bbox(tmp_path):
+    data = tiny.coco_data()
     data["annotations"][0]["category_id"] = 99
-    path = helpers.write_coco(tmp_path, data)
+    path = tiny.write_coco(tmp_path, data)
     with pytest.raises(DataError, match=r"ann\.json has category_id 99"):
         COCODataset(path, tmp_path / "images", train=False)
-    data = helpers.coco_data()
+    data = tiny.coco_data()
     data["annotations"][0]["bbox"] = [1, 2, 3]
-    path = helpers.write_coco(tmp_path, data, write_images=False)
+    path = tiny.write_coco(tmp_path, data, write_images=False)
     with pytest.raises(DataError, match=r"ann\.json: annotation 1 has bbox \[1, 2, 3\]"):
         COCODataset(path, tmp_path / "images", train=False)
 
 
-def test_coco_clipping_zero_area_and_missing_image(tmp_path, helpers, caplog):
-    data = helpers.coco_data()
+def test_coco_clipping_zero_area_and_missing_image(tmp_path, caplog):
+    data = tiny.coco_data()
     data["annotations"] += [
         {"id": 5, "image_id": 20, "category_id": 3, "bbox": [50, 80, 20, 20], "iscrowd": 0},  # sticks out
         {"id": 6, "image_id": 20, "category_id": 3, "bbox": [5, 5, 0, 10], "iscrowd": 0},  # zero width
     ]
-    path = helpers.write_coco(tmp_path, data)
+    path = tiny.write_coco(tmp_path, data)
     with caplog.at_level(logging.WARNING, logger="frcnn"):
         ds = COCODataset(path, tmp_path / "images", train=False)
     messages = "\n".join(caplog.messages)
@@ -204,9 +206,9 @@ def test_coco_clipping_zero_area_and_missing_image(tmp_path, helpers, caplog):
     assert ds.ground_truth(1)["boxes"].tolist() == [[1, 2, 4, 6], [50, 80, 60, 90]]
 
 
-def test_size_mismatch_between_annotation_and_image_warns(tmp_path, helpers, caplog):
-    base = _voc(tmp_path, helpers, {"000001": (20, 20, [dict(name="dog", box=(1, 1, 20, 20))])})
-    helpers.write_jpeg(base / "JPEGImages" / "000001.jpg", 10, 12)
+def test_size_mismatch_between_annotation_and_image_warns(tmp_path, caplog):
+    base = _voc(tmp_path, tiny, {"000001": (20, 20, [dict(name="dog", box=(1, 1, 20, 20))])})
+    tiny.write_jpeg(base / "JPEGImages" / "000001.jpg", 10, 12)
     ds = VOCDataset(base, ["trainval"], CLASSES, train=False)
     with caplog.at_level(logging.WARNING, logger="frcnn"):
         image, target = ds[0]

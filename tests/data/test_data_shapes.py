@@ -9,20 +9,22 @@ from frcnn.data.coco import COCODataset
 from frcnn.data.shapes import MARKER, SHAPE_KINDS, ShapesSettings, generate_shapes, settings_hash
 from frcnn.data.voc import VOCDataset
 
+from helpers import data as tiny
+
 
 def _files(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_same_bytes(tmp_path, shapes_root, helpers):
-    again = generate_shapes(tmp_path / "again", helpers.SMALL_SHAPES, verbose=False)
+def test_same_seed_same_bytes(tmp_path, shapes_root):
+    again = generate_shapes(tmp_path / "again", tiny.SMALL_SHAPES, verbose=False)
     a, b = _files(shapes_root), _files(again)
     assert a.keys() == b.keys()
     assert sum(k.startswith("JPEGImages/") for k in a) == 14 and sum(k.startswith("Annotations/") for k in a) == 14
     assert {"annotations/train.json", "annotations/val.json", "annotations/test.json", MARKER,
             "ImageSets/Main/train.txt", "ImageSets/Main/val.txt", "ImageSets/Main/test.txt"} <= a.keys()
     assert all(a[k] == b[k] for k in a)
-    other = generate_shapes(tmp_path / "other", dict(helpers.SMALL_SHAPES, seed=4), verbose=False)
+    other = generate_shapes(tmp_path / "other", dict(tiny.SMALL_SHAPES, seed=4), verbose=False)
     assert (other / "JPEGImages" / "000001.jpg").read_bytes() != a["JPEGImages/000001.jpg"]
 
 
@@ -71,9 +73,9 @@ def test_images_are_textured(shapes_root):
     assert image.dtype == torch.uint8 and image.float().std() > 10  # textured, not flat
 
 
-def test_marker_and_regeneration(tmp_path, helpers):
+def test_marker_and_regeneration(tmp_path):
     root = tmp_path / "s"
-    settings = dict(helpers.SMALL_SHAPES, num_train=2, num_val=1, num_test=1)
+    settings = dict(tiny.SMALL_SHAPES, num_train=2, num_val=1, num_test=1)
     generate_shapes(root, settings, verbose=False)
     assert (root / MARKER).read_text().strip() == settings_hash(ShapesSettings.from_config(settings),
                                                                 list(SHAPE_KINDS))
@@ -100,9 +102,9 @@ def _generate(root, settings, queue):
         queue.put(repr(e))
 
 
-def test_two_processes_at_once(tmp_path, helpers):
+def test_two_processes_at_once(tmp_path):
     root = tmp_path / "race"
-    settings = dict(helpers.SMALL_SHAPES, num_train=3, num_val=1, num_test=1)
+    settings = dict(tiny.SMALL_SHAPES, num_train=3, num_val=1, num_test=1)
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_generate, args=(root, settings, queue)) for _ in range(2)]

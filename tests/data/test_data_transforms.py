@@ -11,6 +11,8 @@ from frcnn.data.loader import InfiniteGroupedBatchSampler, collate
 from frcnn.data.transforms import TrainTransform
 from frcnn.data.voc import VOCDataset
 
+from helpers import data as tiny
+
 LOADER0 = OmegaConf.create(dict(num_workers=0, pin_memory=False, persistent_workers=False, aspect_grouping=True,
                                 hflip_prob=0.5, color_jitter=0.0))
 
@@ -29,11 +31,11 @@ def test_flip_moves_boxes_exactly():
     assert empty.shape == (0, 4)
 
 
-def test_dataset_flip_matches_ground_truth(voc_root, helpers):
-    ds = VOCDataset(voc_root, ["VOC2007/trainval"], helpers.VOC_CLASSES, train=True, hflip_prob=1.0,
+def test_dataset_flip_matches_ground_truth(voc_root):
+    ds = VOCDataset(voc_root, ["VOC2007/trainval"], tiny.VOC_CLASSES, train=True, hflip_prob=1.0,
                     use_difficult=True)
     image, target = ds[0]
-    plain = VOCDataset(voc_root, ["VOC2007/trainval"], helpers.VOC_CLASSES, train=False)[0][0]
+    plain = VOCDataset(voc_root, ["VOC2007/trainval"], tiny.VOC_CLASSES, train=False)[0][0]
     assert torch.equal(image, plain.flip(-1))
     # W = 100: [0,0,50,40] -> [50,0,100,40]; [9,19,30,60] -> [70,19,91,60]; [47.5,9,100,80] -> [0,9,52.5,80]
     assert torch.equal(target["boxes"], torch.tensor([[50, 0, 100, 40], [70, 19, 91, 60], [0, 9, 52.5, 80.0]]))
@@ -70,8 +72,8 @@ def test_grouped_sampler_batches_one_orientation_only():
     assert all(len(b) == 4 for b in mixed)
 
 
-def test_train_loader_groups_by_annotation_sizes_without_decoding(voc_root, helpers, monkeypatch):
-    ds = VOCDataset(voc_root, ["VOC2007/trainval"], helpers.VOC_CLASSES, train=True)  # sizes: L, P, L
+def test_train_loader_groups_by_annotation_sizes_without_decoding(voc_root, monkeypatch):
+    ds = VOCDataset(voc_root, ["VOC2007/trainval"], tiny.VOC_CLASSES, train=True)  # sizes: L, P, L
     calls = []
     monkeypatch.setattr("frcnn.data.dataset.read_image",
                         lambda p: calls.append(p) or torch.zeros(3, *ds.image_size(ds.image_ids.index(
@@ -85,8 +87,8 @@ def test_train_loader_groups_by_annotation_sizes_without_decoding(voc_root, help
         assert [t["orig_size"] for t in targets] == [tuple(im.shape[1:]) for im in images]
 
 
-def test_test_loader_is_sequential_and_complete(voc_root, helpers):
-    ds = VOCDataset(voc_root, ["VOC2007/trainval"], helpers.VOC_CLASSES, train=False)
+def test_test_loader_is_sequential_and_complete(voc_root):
+    ds = VOCDataset(voc_root, ["VOC2007/trainval"], tiny.VOC_CLASSES, train=False)
     loader = build_test_loader(ds, batch_size=2, loader_cfg=LOADER0)
     seen = [t["index"] for _, targets in loader for t in targets]
     assert seen == [0, 1, 2] and len(loader) == 2

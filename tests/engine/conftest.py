@@ -4,16 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-import frcnn  # noqa: F401  (registers the config schemas)
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def compose_train(overrides) -> "DictConfig":  # noqa: F821
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose("train", overrides=list(overrides))
+from helpers import compose_config, tiny_overrides
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +15,8 @@ def shapes_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tiny_cfg(shapes_root, tiny_run_overrides):
+def tiny_cfg(shapes_root):
     def make(*extra):
-        return compose_train([*tiny_run_overrides(shapes_root), *extra])
+        return compose_config([*tiny_overrides(shapes_root), *extra])
 
     return make

@@ -9,26 +9,20 @@ with an AMD EPYC (no AMX) measured test 0.899, val 0.897. The test holds the dem
 detects, with a margin below that range: test mAP > 0.88."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
 from frcnn.data.build import build_dataset, build_test_loader
 from frcnn.engine.inference import run_inference
 from frcnn.engine.launch import train
 from frcnn.evaluation import evaluate_dataset
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from helpers import compose_config
 
 
 @pytest.mark.slow
 def test_shapes_demo_detects_on_the_test_split(tmp_path):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("train", overrides=[
-            "experiment=shapes", f"dataset.root={tmp_path / 'shapes'}", "train.progress_bar=false",
-            "train.checkpoint_period=0",
-        ])
+    cfg = compose_config(["experiment=shapes", f"dataset.root={tmp_path / 'shapes'}", "train.progress_bar=false",
+                          "train.checkpoint_period=0"])
     val_metrics = train(cfg, tmp_path / "run")
     assert val_metrics["mAP"] > 0.85, val_metrics
 

@@ -14,7 +14,9 @@ from omegaconf import OmegaConf
 import frcnn  # noqa: F401
 from frcnn.engine.restore import checkpoint_config, eval_dataset_config, given
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from helpers import CONF_DIR
+
+CONF = Path(CONF_DIR)
 
 
 def _choices(group: str) -> list:

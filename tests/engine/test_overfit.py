@@ -37,13 +37,9 @@ RECIPE = [
 
 @pytest.mark.slow
 def test_overfits_a_few_shapes_images(tmp_path):
-    from pathlib import Path
+    from helpers import compose_config
 
-    from hydra import compose, initialize_config_dir
-
-    conf = str(Path(__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base=None):
-        cfg = compose("train", overrides=[*RECIPE, f"dataset.root={tmp_path / 'shapes'}"])
+    cfg = compose_config([*RECIPE, f"dataset.root={tmp_path / 'shapes'}"])
     metrics = train(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run/metrics.json").read_text())["mAP"] == pytest.approx(metrics["mAP"])
     assert metrics["mAP"] > 0.9, metrics
