@@ -194,8 +194,8 @@ class FrozenBNConv2d(nn.Module):
     ``bn(conv(x, W)) = conv(x, W * scale) + shift`` per output channel, with ``scale = gamma / sqrt(var + eps)``
     and ``shift = beta - mean * scale``. Folding the scale into the (small) weight instead of applying it to the
     (large) activations saves an elementwise pass forward and backward, and under autocast the float32 round trip
-    of the BatchNorm's output: on a CPU the ResNet-50 C4 trunk's forward + backward took about 2x less time under
-    bf16. ``weight`` is the convolution's own Parameter (same name, same ``requires_grad``), so the optimizer,
+    of the BatchNorm's output (about half the ResNet trunk's time under bf16 on a CPU: README, Speed).
+    ``weight`` is the convolution's own Parameter (same name, same ``requires_grad``), so the optimizer,
     freezing and gradients see the same parameter as before; the gradient flows through the product exactly.
     """
 

@@ -1,8 +1,7 @@
 """ROI pooling with torchvision's ``roi_align`` / ``roi_pool``, split over CPU threads.
 
-torchvision's CPU kernels for these ops run on one thread (a plain loop over the ROIs). On this project's 2-core
-CPU, ResNet-50-C4 at 600x1000 spent about 200 ms pooling 300 ROIs at inference, and the backward of pooling 128
-ROIs took about 450 ms of a 1.7 s bf16 training step. The ROIs are independent, so here they are cut into one chunk
+torchvision's CPU kernels for these ops run on one thread (a plain loop over the ROIs), a large share of a CPU
+step with a C4 head (README, Speed). The ROIs are independent, so here they are cut into one chunk
 per thread and the chunks are pooled concurrently (the ops release the GIL), forward and backward, and the
 results are concatenated (forward) or summed (the feature gradient, backward). CUDA kernels are parallel already
 and take the whole batch at once.

@@ -165,9 +165,8 @@ def _nms_enough(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) ->
     (``scores [N, k]`` are sorted, boxes too small are at -inf) keeps exactly what NMS over all ``k`` keeps among
     them; once every image has ``count`` finite keeps there, its top ``count`` are final. The prefix grows until
     that holds or covers all ``k``. torchvision's NMS compares each kept box with every box after it, so the
-    cost grows with the square of the boxes: at the test setting 6000 -> 300 the proposal layer took 7 ms instead
-    of 43 ms (ResNet-50-C4, 600x1000, this project's CPU). The check syncs with the host, as NMS's output size
-    does anyway.
+    cost grows with the square of the boxes (the README's Speed section has the figures). The check syncs with
+    the host, as NMS's output size does anyway.
 
     Returns indices into the flattened ``[N * k]`` boxes, by decreasing score (image order is mixed).
     """
