@@ -62,7 +62,7 @@ def train(cfg: DictConfig, run_dir) -> dict:
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     """Data, model, optimizer and hooks of a run, resumed from ``train.resume`` when given."""
-    from frcnn.data.build import build_dataset, build_train_loader, resolve_classes
+    from frcnn.data.build import build_dataset, build_train_loader
     from frcnn.modeling.build import build_model
 
     tc = cfg.train
@@ -71,15 +71,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(tc.cudnn_benchmark)
     seed_everything(tc.seed)
-    classes = resolve_classes(cfg.dataset)
-    with open_dict(cfg):
-        cfg.dataset.classes = list(classes)
-        # Stored in checkpoints: frcnn-eval, run from anywhere, must find the same data.
+    with open_dict(cfg):  # stored in checkpoints: frcnn-eval, run from anywhere, must find the same data
         cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
     log.info("run directory: %s", run_dir.resolve())
-    log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
-
+    # The training set resolves the classes when dataset.classes is empty (a COCO file is parsed once for both).
     train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
+    classes = list(train_set.classes)
+    with open_dict(cfg):
+        cfg.dataset.classes = classes
+    log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
     train_set.check_images()
     log.info("training data: %s", train_set)
     model = build_model(cfg).to(device)

@@ -73,3 +73,4 @@ def test_tensorboard_gets_each_stored_scalar_and_picture_once(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("loss/total")] == [(1, 2.0)]
     assert [(e.step, e.value) for e in events.Scalars("metrics/mAP")] == [(1, 0.25)]
     assert events.Tags()["images"] == ["predictions/0"]
+
