@@ -389,11 +389,12 @@ def _own_rules(own: Dict[str, Rule], *slots: str) -> Dict[str, Rule]:
 
 
 def check_eval_config(cfg) -> None:
-    """Raise ConfigError listing every out-of-range value of a composed eval config (EvalAppConfig).
+    """Raise ConfigError listing every unset or out-of-range value of a composed eval config (EvalAppConfig).
 
     Its ``model.*`` / ``dataset.*`` keys are checked where given; rules across keys need all their keys given
     (the rest come from the checkpoint: ``check_train_config`` on the merged config covers those).
     """
+    require_given(cfg)
     rules = train_rules()
     own = {"split": rules["train.eval_split"], "batch_size": COUNT, "amp": rules["train.amp"], "device": DEVICE}
     _raise_if_any(_problems(cfg, _own_rules(own, "model.", "dataset.", "loader.")))
@@ -401,5 +402,6 @@ def check_eval_config(cfg) -> None:
 
 def check_predict_config(cfg) -> None:
     """Raise ConfigError listing every out-of-range value of a composed predict config (PredictAppConfig)."""
+    require_given(cfg)
     own = {"score_thresh": UNIT, "batch_size": COUNT, "amp": train_rules()["train.amp"], "device": DEVICE}
     _raise_if_any(_problems(cfg, _own_rules(own, "model.")))

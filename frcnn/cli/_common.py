@@ -20,11 +20,9 @@ def run_job(job: Callable[..., T], cfg, *args) -> T:
     """``job(cfg, *args)``, with every input error of the project's own (:class:`frcnn.errors.FrcnnError`: a
     config value, dataset, checkpoint or run directory the user can fix) printed as one line and exit status 1.
     Anything else is a bug and keeps its traceback."""
-    from frcnn.config_checks import require_given
     from frcnn.errors import FrcnnError
 
     try:
-        require_given(cfg)
         return job(cfg, *args)
     except FrcnnError as error:
         fail(error)
