@@ -1,6 +1,6 @@
 """Atomic file writes: a crash or ``kill -9`` at any moment leaves either the old file or the new one.
 
-The content goes to a hidden temporary file in the target's folder (``.NAME.XXXX.tmp``), is fsync'ed and renamed
+The content goes to a hidden temporary file in the target's folder (``.NAME.<random>.tmp``), is fsync'ed and renamed
 over the target, and the folder is fsync'ed so the rename survives a power cut. A process killed mid-write leaves
 its temporary file behind; :func:`remove_stale_temporaries` clears those when the next run starts.
 """
