@@ -6,20 +6,19 @@ Naming: ``pred_*`` are network outputs, ``gt_*`` ground truth, ``*_per_image`` t
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
-from torchvision.ops import batched_nms
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.anchors import AnchorGenerator, anchors_inside
 from frcnn.modeling.losses import masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
-from frcnn.modeling.sampling import sample_balanced
+from frcnn.modeling.nms import nms_keep
+from frcnn.modeling.sampling import gather_selected, sample_balanced
 from frcnn.modeling.structures import GroundTruth, ImageBatch
 
 
@@ -147,60 +146,9 @@ class RegionProposalNetwork(nn.Module):
         big_enough = ((boxes[..., 2] - boxes[..., 0]) >= min_w) & ((boxes[..., 3] - boxes[..., 1]) >= min_h)
         scores = scores.masked_fill(~big_enough, float("-inf"))
 
-        keep = _nms_enough(boxes, scores, self.nms_thresh, post_nms)  # indices into [N * k], by decreasing score
-        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(pre_nms)
-        return _top_per_image(boxes.reshape(-1, 4), scores.reshape(-1), image_index, keep, num_images, post_nms)
-
-
-# NMS first runs on this many times post_nms_top_n of each image's best boxes; when that keeps too few, on as many
-# as the keep rate seen so far says are needed (with this margin, and at least 1.5x more), up to all of them.
-NMS_FIRST_PREFIX = 2
-NMS_PREFIX_MARGIN = 1.25
-
-
-def _nms_enough(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) -> Tensor:
-    """What greedy NMS over all of ``boxes [N, k, 4]`` keeps among the first ``count`` per image, found cheaply.
-
-    Greedy NMS decides about a box from the boxes ranked above it only. So NMS over each image's best ``m`` boxes
-    (``scores [N, k]`` are sorted, boxes too small are at -inf) keeps exactly what NMS over all ``k`` keeps among
-    them; once every image has ``count`` finite keeps there, its top ``count`` are final. The prefix grows until
-    that holds or covers all ``k``. torchvision's NMS compares each kept box with every box after it, so the
-    cost grows with the square of the boxes (the README's Speed section has the figures). The check syncs with
-    the host, as NMS's output size does anyway.
-
-    Returns indices into the flattened ``[N * k]`` boxes, by decreasing score (image order is mixed).
-    """
-    num_images, k = scores.shape
-    prefix = min(k, NMS_FIRST_PREFIX * count)
-    while True:
-        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(prefix)
-        prefix_scores = scores[:, :prefix].reshape(-1)
-        keep = batched_nms(boxes[:, :prefix].reshape(-1, 4), prefix_scores, image_index, iou_thresh)
-        if prefix == k:
-            break
-        finite = torch.isfinite(prefix_scores[keep])
-        fewest_kept = int(torch.bincount(image_index[keep][finite], minlength=num_images).min())
-        if fewest_kept >= count:
-            break
-        needed = NMS_PREFIX_MARGIN * prefix * count / max(fewest_kept, 1)
-        prefix = min(k, max(int(1.5 * prefix), math.ceil(needed)))
-    return image_index[keep] * k + keep % prefix
-
-
-def _top_per_image(
-    boxes: Tensor, scores: Tensor, image_index: Tensor, keep: Tensor, num_images: int, count: int
-) -> Tuple[Tensor, Tensor]:
-    """Scatter the first ``count`` kept boxes of each image (``keep`` sorted by score) into ``[N, count, 4]``."""
-    keep_image = image_index[keep]
-    order = torch.sort(keep_image, stable=True).indices  # group by image, keep the score order inside
-    keep, keep_image = keep[order], keep_image[order]
-    per_image = torch.bincount(keep_image, minlength=num_images)
-    first = torch.cumsum(per_image, 0) - per_image
-    rank = torch.arange(keep.numel(), device=keep.device) - first[keep_image]
-    usable = (rank < count) & torch.isfinite(scores[keep])
-    slot = torch.where(usable, rank, torch.full_like(rank, count))  # slot `count` is a discard column
-    out = boxes.new_zeros(num_images, count + 1, 4)
-    valid = torch.zeros(num_images, count + 1, dtype=torch.bool, device=boxes.device)
-    out[keep_image, slot] = boxes[keep]
-    valid[keep_image, slot] = usable
-    return out[:, :count], valid[:, :count]
+        keep = nms_keep(boxes, scores, self.nms_thresh, post_nms)  # [N, k]
+        index, valid = gather_selected(keep, post_nms)  # each image's first post_nms keeps, by score
+        proposals = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+        # Padding slots hold an empty box, not whatever box filled them: after a diverged step that box can be NaN,
+        # and torchvision's CPU ROI pooling crashes on NaN coordinates.
+        return torch.where(valid.unsqueeze(-1), proposals, torch.zeros_like(proposals)), valid

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+import frcnn.modeling.nms
 from frcnn.modeling.anchors import AnchorGenerator
 from frcnn.modeling.rpn import RegionProposalNetwork, RPNHead
 from frcnn.modeling.structures import ImageBatch
@@ -46,8 +47,12 @@ def reference_proposals(rpn, objectness, deltas, anchors, image_size, scale, pos
 
 # post_nms_top_n 5: the first NMS prefix (10 boxes) is enough for every image; 40: the prefix grows (80, 200);
 # 150: some images never have 150 boxes left, so NMS ends up running on all 200.
+# static: what CUDA and compiled code run (fixed-point NMS over all boxes, no host read).
+@pytest.mark.parametrize("path", ["eager_cpu", "static"])
 @pytest.mark.parametrize("post", [5, POST, 150])
-def test_batched_proposals_equal_reference(post):
+def test_batched_proposals_equal_reference(post, path, monkeypatch):
+    if path == "static":
+        monkeypatch.setattr(frcnn.modeling.nms, "host_reads_are_free", lambda tensor: False)
     rpn = make_rpn()
     rpn.post_nms_top_n = {"train": post, "test": post}
     generator = torch.Generator().manual_seed(1)
@@ -70,8 +75,9 @@ def test_batched_proposals_equal_reference(post):
         got = proposals[i][valid[i]]
         assert got.shape == expected.shape, f"image {i}: {got.shape} vs {expected.shape}"
         torch.testing.assert_close(got, expected)
-        # Valid proposals come first; the rest is padding.
+        # Valid proposals come first; the rest is padding, with empty boxes.
         assert valid[i].tolist() == sorted(valid[i].tolist(), reverse=True)
+        assert not proposals[i][~valid[i]].any()
         height, width = batch.image_sizes[i].tolist()
         assert bool((got[:, 0] >= 0).all() and (got[:, 2] <= width).all() and (got[:, 3] <= height).all())
 
@@ -84,3 +90,14 @@ def test_all_boxes_too_small_gives_no_valid_proposal():
     deltas[..., 2:] = -6.0  # shrink every box far below min_size
     _, valid = rpn.propose(torch.randn(1, anchors.shape[0]), deltas, anchors, batch, "train")
     assert not bool(valid.any())
+
+
+def test_a_diverged_head_gives_no_nan_proposal():
+    """After a diverged step (NaN deltas) the proposals stay finite: torchvision's CPU ROI pooling crashes on NaN."""
+    rpn = make_rpn()
+    anchors = rpn.anchor_generator(4, 4)
+    batch = ImageBatch(torch.zeros(1, 3, 64, 64), torch.tensor([[64, 64]]), torch.tensor([[1.0, 1.0]]), [(64, 64)])
+    deltas = torch.zeros(1, anchors.shape[0], 4)
+    deltas[0, 4:] = float("nan")  # 4 usable boxes for 40 slots
+    proposals, valid = rpn.propose(torch.randn(1, anchors.shape[0]), deltas, anchors, batch, "train")
+    assert torch.isfinite(proposals).all() and 0 < valid.sum() < valid.numel()
