@@ -43,6 +43,8 @@ class AnchorGenerator(nn.Module):
 
     def forward(self, feature_height: int, feature_width: int) -> Tensor:
         """Anchors ``[H * W * A, 4]`` in input-image pixels."""
+        if torch.compiler.is_compiling():  # inside a compiled graph: a few fused ops, cheaper than a cache lookup
+            return self._grid_anchors(feature_height, feature_width)
         device = self.cell_anchors.device
         key = (feature_height, feature_width, device)
         anchors = self._cache.get(key)

@@ -8,7 +8,7 @@ of dicts with ``boxes`` (x1, y1, x2, y2 pixels of that image) and ``labels`` (1.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from torch.profiler import record_function
 from frcnn.modeling.preprocess import Preprocessor, check_images
 from frcnn.modeling.roi_heads import ROIHeads
 from frcnn.modeling.rpn import RegionProposalNetwork
-from frcnn.modeling.structures import ImageBatch
+from frcnn.modeling.structures import Detections, GroundTruth, ImageBatch
 from frcnn.modeling.targets import check_targets
 
 
@@ -29,6 +29,7 @@ class FasterRCNN(nn.Module):
         self.trunk = trunk
         self.rpn = rpn
         self.roi_heads = roi_heads
+        self.compiled_core = None  # set by compile_core
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
         if self.training:
@@ -39,8 +40,26 @@ class FasterRCNN(nn.Module):
         # Named profiler scopes (stages of scripts/benchmark.py's breakdown); next to free outside a profiler.
         with record_function("frcnn.preprocess"):
             batch, gt = self.preprocessor(images, targets if self.training else None)
+        core = self.compiled_core if self.training and self.compiled_core is not None else self.core
+        gt_tensors = (gt.boxes, gt.labels, gt.valid) if gt is not None else ()
+        outputs = core(batch.tensor, batch.image_sizes, batch.scales, batch.original_sizes, *gt_tensors)
+        if self.training:
+            return outputs
+        with record_function("frcnn.postprocess"):
+            return outputs.per_image()  # the one host read of inference: each image's number of detections
+
+    def core(self, images: Tensor, image_sizes: Tensor, scales: Tensor, original_sizes: Tensor,
+             gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
+             gt_valid: Optional[Tensor] = None) -> Union[Dict[str, Tensor], Detections]:
+        """From the padded batch to the losses (training) or the padded detections in original-image pixels.
+
+        Tensors in, tensors out, with shapes fixed by the inputs' shapes: no host read, no data-dependent shape, so it
+        compiles into one graph (``compile_core``) and never waits for the device.
+        """
+        batch = ImageBatch(images, image_sizes, scales, original_sizes)
+        gt = GroundTruth(gt_boxes, gt_labels, gt_valid) if gt_boxes is not None else None
         with record_function("frcnn.trunk"):
-            features = self.trunk(batch.tensor)
+            features = self.trunk(images)
         with record_function("frcnn.rpn"):
             proposals, proposal_valid, rpn_losses = self.rpn(features, batch, gt)
         with record_function("frcnn.roi"):
@@ -48,16 +67,21 @@ class FasterRCNN(nn.Module):
         if self.training:
             return {**rpn_losses, **roi_losses}
         with record_function("frcnn.postprocess"):
-            return self.to_original_coordinates(detections, batch)
+            return to_original_coordinates(detections, batch)
 
-    @staticmethod
-    def to_original_coordinates(detections: List[Dict[str, Tensor]], batch: ImageBatch) -> List[Dict[str, Tensor]]:
-        for i, detection in enumerate(detections):
-            scale_y, scale_x = batch.scales[i].unbind()
-            height, width = batch.original_sizes[i]
-            boxes = detection["boxes"] / torch.stack((scale_x, scale_y, scale_x, scale_y))
-            # Rounding of the resized size can leave a box a hair beyond the original border.
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-            detection["boxes"] = boxes
-        return detections
+    def compile_core(self, **options) -> None:
+        """Compile the training step's model part (``core`` in training mode) with ``torch.compile(**options)``.
+
+        One graph per input shape: the preprocessor pads each batch to its size bucket (``Preprocessor.static``)
+        and the ground-truth slots are marked dynamic, so a run compiles at most one graph per bucket."""
+        self.preprocessor.static = True
+        self.compiled_core = torch.compile(self.core, **options)
+
+
+def to_original_coordinates(detections: Detections, batch: ImageBatch) -> Detections:
+    """Boxes from network-input pixels back to each image's own pixels, clipped to it (rounding of the resized size
+    can leave a box a hair beyond the original border)."""
+    scale_xyxy = batch.scales[:, [1, 0, 1, 0]].unsqueeze(1)  # (sx, sy, sx, sy)
+    limits = batch.original_sizes[:, [1, 0, 1, 0]].unsqueeze(1).to(detections.boxes.dtype)
+    boxes = torch.minimum((detections.boxes / scale_xyxy).clamp(min=0), limits)
+    return Detections(boxes=boxes, scores=detections.scores, labels=detections.labels, valid=detections.valid)

@@ -56,7 +56,7 @@ def pool_rois(
 
 
 def _useful_threads(features: Tensor, rois: Tensor) -> int:
-    if features.device.type != "cpu":
+    if features.device.type != "cpu" or torch.compiler.is_compiling():  # a compiled graph takes the whole op
         return 1
     return max(1, min(torch.get_num_threads(), rois.shape[0] // MIN_ROIS_PER_THREAD))
 

@@ -53,6 +53,9 @@ class Preprocessor(nn.Module):
         self.max_size = int(max_size)
         self.size_divisible = size_divisible
         self.channels_last = channels_last
+        # Training batches padded to their size bucket (not just to size_divisible), ground-truth slots marked
+        # dynamic: what a compiled step needs to compile one graph per bucket (FasterRCNN.compile_core sets it).
+        self.static = False
         for name, values in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(3, 1, 1), persistent=False)
 
@@ -70,7 +73,7 @@ class Preprocessor(nn.Module):
             resized.append(self._normalize_and_resize(image, new_height, new_width))
             original_sizes.append((height, width))
             scales.append((new_height / height, new_width / width))
-        tensor = self._pad(resized)
+        tensor = self._pad(resized, self._canvas(resized, shortest))
         batch = ImageBatch(
             tensor=tensor,
             image_sizes=torch.tensor([r.shape[-2:] for r in resized], dtype=torch.int64).to(device, non_blocking=True),
@@ -99,14 +102,24 @@ class Preprocessor(nn.Module):
         image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         return (image - self.pixel_mean) / self.pixel_std
 
-    def _pad(self, images: List[Tensor]) -> Tensor:
+    def _canvas(self, images: List[Tensor], shortest: int) -> Tuple[int, int]:
+        """The padded batch's (height, width): the smallest that holds the batch (rounded up to
+        ``size_divisible``), or with ``static`` in training the batch's bucket: (shortest, max_size) for a landscape
+        batch, (max_size, shortest) for a portrait one, (max_size, max_size) for a mix. Every resized image fits its
+        bucket, so the shapes a run sees are at most three per configured ``min_size``."""
+        if self.static and self.training:
+            short_side, long_side = min(shortest, self.max_size), self.max_size
+            landscape = all(img.shape[-1] >= img.shape[-2] for img in images)
+            portrait = all(img.shape[-1] < img.shape[-2] for img in images)
+            height, width = (short_side if landscape else long_side), (short_side if portrait else long_side)
+        else:
+            height, width = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
         divisor = self.size_divisible
-        max_height = max(img.shape[-2] for img in images)
-        max_width = max(img.shape[-1] for img in images)
-        max_height = (max_height + divisor - 1) // divisor * divisor
-        max_width = (max_width + divisor - 1) // divisor * divisor
+        return (height + divisor - 1) // divisor * divisor, (width + divisor - 1) // divisor * divisor
+
+    def _pad(self, images: List[Tensor], canvas: Tuple[int, int]) -> Tensor:
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        batch = torch.empty(len(images), 3, max_height, max_width, dtype=images[0].dtype, device=images[0].device,
+        batch = torch.empty(len(images), 3, *canvas, dtype=images[0].dtype, device=images[0].device,
                             memory_format=layout).zero_()
         for slot, image in zip(batch, images):
             slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
@@ -114,7 +127,8 @@ class Preprocessor(nn.Module):
 
     def _ground_truth(self, targets: List[Dict[str, Tensor]], scales: Tensor) -> GroundTruth:
         device = scales.device
-        slots = max(1, max(int(t["boxes"].shape[0]) for t in targets))
+        # At least 2 slots when static: a compiler specialises a size-1 dimension, so 1 would be a graph of its own.
+        slots = max(2 if self.static else 1, max(int(t["boxes"].shape[0]) for t in targets))
         boxes = torch.tensor(_PAD_BOX, device=device).repeat(len(targets), slots, 1)
         labels = torch.zeros(len(targets), slots, dtype=torch.int64, device=device)
         valid = torch.zeros(len(targets), slots, dtype=torch.bool, device=device)
@@ -126,4 +140,7 @@ class Preprocessor(nn.Module):
                 valid[i, :count] = True
         scale_xyxy = scales[:, [1, 0, 1, 0]].unsqueeze(1)  # (sx, sy, sx, sy)
         boxes = torch.where(valid.unsqueeze(-1), boxes * scale_xyxy, boxes)
+        if self.static:  # one graph for any number of objects
+            for tensor in (boxes, labels, valid):
+                torch._dynamo.mark_dynamic(tensor, 1)
         return GroundTruth(boxes=boxes, labels=labels, valid=valid)

@@ -5,20 +5,20 @@ R = N * S (or N * P at inference) pooled regions, K object classes (labels 1..K,
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
-from torchvision.ops import batched_nms
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.losses import masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
+from frcnn.modeling.nms import host_reads_are_free, nms_keep
 from frcnn.modeling.pooling import POOLERS, pool_rois
 from frcnn.modeling.sampling import gather_selected, sample_balanced
-from frcnn.modeling.structures import GroundTruth, ImageBatch
+from frcnn.modeling.structures import Detections, GroundTruth, ImageBatch
 
 
 class BoxPredictor(nn.Module):
@@ -97,8 +97,8 @@ class ROIHeads(nn.Module):
         proposal_valid: Tensor,
         batch: ImageBatch,
         gt: Optional[GroundTruth] = None,
-    ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
-        """Training: ``(None, losses)``. Inference: ``(detections per image in network-input pixels, {})``."""
+    ) -> Tuple[Optional[Detections], Dict[str, Tensor]]:
+        """Training: ``(None, losses)``. Inference: ``(padded detections in network-input pixels, {})``."""
         if self.training:
             if gt is None:
                 raise ValueError("the ROI head needs ground truth in training mode")
@@ -158,50 +158,43 @@ class ROIHeads(nn.Module):
             }
 
     # ------------------------------------------------------------------------------------------------ inference
-    def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch):
-        proposals, proposal_valid = drop_empty_columns(proposals, proposal_valid)
+    def detect(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, batch: ImageBatch) -> Detections:
+        if host_reads_are_free(proposals):  # eager CPU: skip proposal columns no image fills (a host read)
+            proposals, proposal_valid = drop_empty_columns(proposals, proposal_valid)
         pred_logits, pred_deltas = self.predict(features, proposals)
-        with record_function("frcnn.roi.detect"):  # score filter and per-class NMS
+        with record_function("frcnn.roi.detect"):  # score filter, per-class NMS, the best D per image
             return self._detections(pred_logits, pred_deltas, proposals, proposal_valid, batch)
 
     def _detections(self, pred_logits: Tensor, pred_deltas: Tensor, proposals: Tensor, proposal_valid: Tensor,
-                    batch: ImageBatch) -> List[Dict[str, Tensor]]:
+                    batch: ImageBatch) -> Detections:
+        """The best ``detections_per_img`` per image after per-class NMS, padded: static shapes, no host read."""
         num_images, per_image = proposals.shape[:2]
-        scores = F.softmax(pred_logits, dim=1)[:, 1:]  # [N * P, K]
+        num_classes = self.num_classes
+        scores = F.softmax(pred_logits, dim=1)[:, 1:].reshape(num_images, per_image, num_classes)
         boxes = self.box_coder.decode(pred_deltas, proposals.reshape(-1, 1, 4))  # [N * P, K or 1, 4]
-        boxes = boxes.expand(-1, self.num_classes, 4).reshape(num_images, -1, 4)
-        boxes = clip_boxes(boxes, batch.image_sizes).reshape(-1, 4)  # [N * P * K, 4]
-        scores = scores.reshape(-1)
-        labels = torch.arange(1, self.num_classes + 1, device=boxes.device).repeat(num_images * per_image)
-        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(per_image * self.num_classes)
+        boxes = boxes.expand(-1, num_classes, 4).reshape(num_images, per_image * num_classes, 4)
+        boxes = clip_boxes(boxes, batch.image_sizes).reshape(num_images, per_image, num_classes, 4)
+        widths, heights = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        usable = (scores > self.score_thresh) & proposal_valid[..., None] & (widths > 1e-2) & (heights > 1e-2)
+        scores = scores.masked_fill(~usable, float("-inf"))
 
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        proposal_ok = proposal_valid.reshape(-1).repeat_interleave(self.num_classes)
-        keep = (scores > self.score_thresh) & proposal_ok & (widths > 1e-2) & (heights > 1e-2)
-        boxes, scores, labels, image_index = boxes[keep], scores[keep], labels[keep], image_index[keep]
-        # Per-class NMS within each image, all images in one call.
-        keep = batched_nms(boxes, scores, image_index * (self.num_classes + 1) + labels, self.nms_thresh)
-        keep = _first_per_group(keep, image_index[keep], self.detections_per_img)
-        boxes, scores, labels, image_index = boxes[keep], scores[keep], labels[keep], image_index[keep]
-        counts = torch.bincount(image_index, minlength=num_images).tolist()
-        return [
-            {"boxes": b, "scores": s, "labels": lab}
-            for b, s, lab in zip(boxes.split(counts), scores.split(counts), labels.split(counts))
-        ]
+        # One NMS group per (image, class): [N * K, P] boxes, each group sorted by its class score.
+        group_scores, order = scores.permute(0, 2, 1).reshape(-1, per_image).sort(dim=1, descending=True)
+        group_boxes = boxes.permute(0, 2, 1, 3).reshape(-1, per_image, 4).gather(1, order[..., None].expand(-1, -1, 4))
+        keep = nms_keep(group_boxes, group_scores, self.nms_thresh)
+        kept_scores = group_scores.masked_fill(~keep, float("-inf")).view(num_images, -1)  # [N, K * P]
+        count = min(self.detections_per_img, kept_scores.shape[1])
+        best_scores, best = kept_scores.topk(count, dim=1)
+        return Detections(
+            boxes=group_boxes.view(num_images, -1, 4).gather(1, best[..., None].expand(-1, -1, 4)),
+            scores=best_scores,
+            labels=best // per_image + 1,
+            valid=torch.isfinite(best_scores),
+        )
 
 
 def drop_empty_columns(proposals: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor]:
     """Drop the proposal columns no image fills (valid ones come first in each row), so the box head -- the
-    costliest part of inference -- never runs on padding. One host sync: for inference, not the training step."""
+    costliest part of inference -- never runs on padding. Reads on the host: for eager CPU code only."""
     filled = max(1, int(valid.sum(dim=1).max()))
     return proposals[:, :filled], valid[:, :filled]
-
-
-def _first_per_group(keep: Tensor, group: Tensor, count: int) -> Tensor:
-    """Entries of ``keep`` (in order) whose rank inside their group is below ``count``, sorted by group."""
-    order = torch.sort(group, stable=True).indices
-    keep, group = keep[order], group[order]
-    per_group = torch.bincount(group)
-    first = torch.cumsum(per_group, 0) - per_group
-    rank = torch.arange(keep.numel(), device=keep.device) - first[group]
-    return keep[rank < count]

@@ -5,8 +5,9 @@ Shapes: N images, G ground-truth slots per image (padded to the batch's largest 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Dict, List
 
+import torch
 from torch import Tensor
 
 
@@ -17,7 +18,11 @@ class ImageBatch:
     tensor: Tensor  # [N, 3, H_pad, W_pad]
     image_sizes: Tensor  # [N, 2] (height, width) of each resized image before padding, int64
     scales: Tensor  # [N, 2] (scale_y, scale_x): resized size / original size, float32
-    original_sizes: List[Tuple[int, int]]  # (height, width) of each image as given
+    original_sizes: Tensor  # [N, 2] (height, width) of each image as given, int64
+
+    def __post_init__(self):
+        if not isinstance(self.original_sizes, Tensor):  # a list of (height, width) pairs
+            self.original_sizes = torch.tensor(self.original_sizes, dtype=torch.int64, device=self.scales.device)
 
     def __len__(self) -> int:
         return self.tensor.shape[0]
@@ -30,3 +35,22 @@ class GroundTruth:
     boxes: Tensor  # [N, G, 4] float32; padding slots hold a harmless unit box
     labels: Tensor  # [N, G] int64, 1..K; padding slots hold 0
     valid: Tensor  # [N, G] bool
+
+
+@dataclass
+class Detections:
+    """Each image's best D detections, padded to a static shape: valid ones first, by decreasing score."""
+
+    boxes: Tensor  # [N, D, 4] float32
+    scores: Tensor  # [N, D] float32, -inf where not valid
+    labels: Tensor  # [N, D] int64, 1..K
+    valid: Tensor  # [N, D] bool
+
+    def per_image(self) -> List[Dict[str, Tensor]]:
+        """torchvision's result format: one dict of ``boxes``, ``scores``, ``labels`` per image. One host read (the
+        number of detections of each image)."""
+        counts = self.valid.sum(dim=1).tolist()
+        return [
+            {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
+            for i, n in enumerate(counts)
+        ]

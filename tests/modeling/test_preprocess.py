@@ -1,8 +1,9 @@
 """On-device resizing and padding: sizes, exact box scaling, and the way back to original coordinates."""
 import torch
 
-from frcnn.modeling.detector import FasterRCNN
+from frcnn.modeling.detector import to_original_coordinates
 from frcnn.modeling.preprocess import Preprocessor
+from frcnn.modeling.structures import Detections
 
 
 def make(min_size=(600,), max_size=1000):
@@ -38,6 +39,10 @@ def test_detections_map_back_to_original_pixels():
     pre = make().eval()
     batch, _ = pre([torch.rand(3, 300, 450)])
     scale_y, scale_x = batch.scales[0].tolist()
-    detections = [{"boxes": torch.tensor([[30.0 * scale_x, 60.0 * scale_y, 300.0 * scale_x, 299.0 * scale_y]])}]
-    mapped = FasterRCNN.to_original_coordinates(detections, batch)[0]["boxes"]
-    torch.testing.assert_close(mapped, torch.tensor([[30.0, 60.0, 300.0, 299.0]]))
+    # The second box reaches a hair beyond the image (rounding of the resized size): clipped to 450 x 300.
+    boxes = torch.tensor([[[30.0 * scale_x, 60.0 * scale_y, 300.0 * scale_x, 299.0 * scale_y],
+                           [-0.5, 10.0 * scale_y, 450.4 * scale_x, 300.2 * scale_y]]])
+    detections = Detections(boxes=boxes, scores=torch.tensor([[0.9, 0.8]]), labels=torch.tensor([[1, 2]]),
+                            valid=torch.tensor([[True, True]]))
+    mapped = to_original_coordinates(detections, batch).boxes[0]
+    torch.testing.assert_close(mapped, torch.tensor([[30.0, 60.0, 300.0, 299.0], [0.0, 10.0, 450.0, 300.0]]))
