@@ -184,7 +184,9 @@ class TrainConfig:
     clip_grad_norm: float = 0.0  # 0 = off
     amp: str = "off"  # off | fp16 | bf16
     cudnn_benchmark: bool = True
-    compile: bool = False  # torch.compile the trunk and the box head
+    compile: bool = False  # torch.compile the training step: one graph per input-size bucket (README, GPU)
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    compile_backend: str = "inductor"  # inductor | aot_eager (traces and runs without generating code)
     seed: int = 0
     log_period: int = 20
     eval_period: int = 0  # 0 = only at the end

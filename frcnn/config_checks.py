@@ -241,6 +241,7 @@ def _data_rules() -> Dict[str, Rule]:
 
 def _training_rules() -> Dict[str, Rule]:
     from frcnn.data.build import SPLITS
+    from frcnn.engine.compile import COMPILE_BACKENDS, COMPILE_MODES
     from frcnn.engine.optim import SCHEDULES
     from frcnn.engine.runtime import AMP_MODES
 
@@ -260,6 +261,8 @@ def _training_rules() -> Dict[str, Rule]:
         "train.warmup_factor": UNIT,  # 0: the warmup starts from lr 0, as many recipes do
         "train.clip_grad_norm": Number(0, note="0 = off"),
         "train.amp": OneOf(AMP_MODES),
+        "train.compile_mode": OneOf(COMPILE_MODES),
+        "train.compile_backend": OneOf(COMPILE_BACKENDS),
         "train.log_period": COUNT,
         "train.eval_period": OFF_AT_0,
         "train.checkpoint_period": OFF_AT_0,

@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from frcnn.bench.baseline import build_models, torchvision_optimizer
 from frcnn.bench.stages import STEP_SCOPE, TRAILING, stage_times
+from frcnn.engine.compile import compile_model
 from frcnn.engine.optim import build_optimizer, build_scheduler
 from frcnn.engine.runtime import autocast
 from frcnn.engine.trainer import NonFiniteLossError, Trainer
@@ -95,6 +96,8 @@ def build_runners(cfg, images, targets, device: torch.device, *, tv_with: Sequen
                   calibrate: bool = True) -> List[Runner]:
     """Ours with frcnn-train's optimizer, torchvision's with its reference's (see frcnn.bench.baseline)."""
     ours, tv = build_models(cfg, images, device, tv_with=tv_with, calibrate=calibrate)
+    if cfg.train.compile:  # as frcnn-train does: our training step compiled (the warmup steps pay the compile)
+        compile_model(ours, cfg.model.input.min_size, mode=cfg.train.compile_mode, backend=cfg.train.compile_backend)
     return [
         Runner("ours", ours, build_optimizer(ours, cfg.train), cfg, images, targets, device),
         Runner("tv", tv, torchvision_optimizer(tv, cfg.train, fused="fused_sgd" in tv_with), cfg, images, targets,

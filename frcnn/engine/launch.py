@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from frcnn.config_checks import check_train_config
 from frcnn.engine.checkpoint import Checkpointer, load_checkpoint, resolve_resume
+from frcnn.engine.compile import compile_model
 from frcnn.engine.drawing import draw_detections
 from frcnn.engine.hooks import (
     BestCheckpointHook,
@@ -84,8 +85,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     log.info("training data: %s", train_set)
     model = build_model(cfg).to(device)
     if tc.compile:
-        model.trunk.compile()
-        model.roi_heads.box_head.compile()
+        compile_model(model, cfg.model.input.min_size, mode=tc.compile_mode, backend=tc.compile_backend)
     optimizer = build_optimizer(model, tc)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints))
     resume = resolve_resume(tc.resume, checkpointer.folder)

@@ -133,6 +133,9 @@ TRAIN_CASES = [
     ("train.warmup_factor=2", "train.warmup_factor=2.0 is out of range: must be in [0, 1]"),
     ("train.clip_grad_norm=-1", "train.clip_grad_norm=-1.0 is out of range: must be >= 0 (0 = off)"),
     ("train.amp=fp32", "train.amp=fp32 is not allowed: must be one of off, fp16, bf16"),
+    ("train.compile_mode=fast", "train.compile_mode=fast is not allowed: must be one of default, reduce-overhead, "
+                                "max-autotune, max-autotune-no-cudagraphs"),
+    ("train.compile_backend=eager", "train.compile_backend=eager is not allowed: must be one of inductor, aot_eager"),
     ("train.log_period=0", "train.log_period=0 is out of range: must be >= 1"),
     ("train.eval_period=-1", "train.eval_period=-1 is out of range: must be >= 0 (0 = only at the end)"),
     ("train.checkpoint_period=-5000", "train.checkpoint_period=-5000 is out of range: must be >= 0 (0 = only at the "
