@@ -10,7 +10,7 @@ from shlex import quote
 
 import pytest
 
-from helpers import COMMAND_MODULES, REPO, command, output_of, run_command
+from helpers import COMMAND_MODULES, REPO, command, output_of, pythonpath, run_command
 
 NAMES = sorted(COMMAND_MODULES)
 REAL_PYTHON = sys.executable  # before any test moves it
@@ -70,3 +70,10 @@ def test_a_command_runs_as_its_module_where_no_script_is_installed(bare_python, 
     assert proc.returncode == 0, output_of(proc)
     assert proc.stdout.startswith("frcnn-train: ")
     assert calls.read_text() == "-m frcnn.cli.train --help\n"
+
+
+def test_a_subprocess_pythonpath_extends_this_processes(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/image/site", "/project"]))
+    assert pythonpath("/first", Path("/second")) == os.pathsep.join(["/first", "/second", "/image/site", "/project"])
+    monkeypatch.delenv("PYTHONPATH")
+    assert pythonpath("/first") == "/first"

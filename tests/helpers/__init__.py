@@ -1,6 +1,6 @@
 """What the tests share, importable from any test module (pytest puts tests/ on the path: pyproject.toml):
 
-    from helpers import compose_config, tiny_overrides, run_command, output_of, SMALL_MODEL
+    from helpers import compose_config, tiny_overrides, run_command, output_of, pythonpath, SMALL_MODEL
     from helpers.data import write_voc, write_coco, coco_data, ...   (tiny VOC / COCO datasets on disk)
 
 The real configs are composed from conf/ and shrunk; the commands (console scripts) run in a subprocess, found
@@ -93,6 +93,13 @@ def run_command(name: str, *args, cwd, timeout: int = 300) -> subprocess.Complet
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([*command(name), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def pythonpath(*first) -> str:
+    """A subprocess's PYTHONPATH: ``first`` ahead of this process's own, which it keeps (the project, or the packages
+    an image beside its own torch has, may be importable only through it)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([*map(str, first), *([inherited] if inherited else [])])
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
