@@ -1,11 +1,10 @@
 """Bad input at the commands: every input error is one clean ``[frcnn][ERROR]`` line and a non-zero exit, before
-anything runs, and nothing already saved is touched. Runs the installed console scripts in a subprocess."""
+anything runs, and nothing already saved is touched. Runs the commands in a subprocess (helpers.run_command: the
+installed console scripts, or their modules where none are installed)."""
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,6 @@ import frcnn  # noqa: F401  (registers the config schemas)
 from frcnn.engine.launch import train
 
 from helpers import compose_config, run_command, tiny_overrides
-
-BIN = Path(sys.executable).parent
-
 
 run = run_command
 

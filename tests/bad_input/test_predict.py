@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import compose_config, tiny_overrides
+from helpers import compose_config, pythonpath, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory):
 
 
 def run_predict(*args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "frcnn.cli.predict", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import output_of, run_command, tiny_overrides
+from helpers import output_of, pythonpath, run_command, tiny_overrides
 
 # A Hydra callback that writes down what each job returned (the value a sweeper would optimise), since a
 # multirun in a subprocess hands nothing back otherwise.
@@ -32,7 +31,7 @@ class RecordReturns(Callback):
 def test_multirun_gives_each_job_its_own_run_directory(cli_shapes_root, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     (tmp_path / "record_returns.py").write_text(RECORDER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", pythonpath(tmp_path))
     returns = tmp_path / "returns.jsonl"
     proc = run_command("frcnn-train", "-m", *tiny_overrides(cli_shapes_root), "train.max_iters=1", "train.vis_images=0",
                    "train.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",

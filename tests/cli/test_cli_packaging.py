@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import pythonpath
+
 REPO = Path(__file__).resolve().parents[2]
 _TOP_LEVEL_SKIP = {".venv", ".git", "build", "dist", "data", "outputs", "multirun", "runs", "tests", "scripts"}
 
@@ -32,7 +34,7 @@ def test_a_plain_install_finds_its_configs_from_any_directory(tmp_path):
     shutil.rmtree(source)  # nothing may point back at the sources
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": pythonpath(target)}  # the install first; the rest stays importable
     checks = [
         ("frcnn.cli.train", ["experiment=shapes", "--cfg", "job"], "name: resnet18"),
         ("frcnn.cli.eval", ["checkpoint=x.pt", "dataset=voc07", "--cfg", "job"], "name: voc07"),

@@ -1,13 +1,15 @@
 """What the tests share, importable from any test module (pytest puts tests/ on the path: pyproject.toml):
 
-    from helpers import compose_config, tiny_overrides, run_command, output_of, SMALL_MODEL
+    from helpers import compose_config, tiny_overrides, run_command, output_of, pythonpath, SMALL_MODEL
     from helpers.data import write_voc, write_coco, coco_data, ...   (tiny VOC / COCO datasets on disk)
 
-The real configs are composed from conf/ and shrunk; console scripts run in a subprocess.
+The real configs are composed from conf/ and shrunk; the commands (console scripts) run in a subprocess, found
+the way a shell finds them, or run as their module where they are not installed (``command``).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,9 @@ import frcnn  # noqa: F401  (registers the config schemas)
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = str(REPO / "conf")
-BIN = Path(sys.executable).parent
+# The console scripts of pyproject.toml's [project.scripts] and the module each one runs (its main() under -m).
+COMMAND_MODULES = {"frcnn-train": "frcnn.cli.train", "frcnn-eval": "frcnn.cli.eval",
+                   "frcnn-predict": "frcnn.cli.predict"}
 
 # Small but complete: every stage runs, in a fraction of a second on a CPU.
 SMALL_MODEL = [
@@ -71,13 +75,31 @@ def tiny_overrides(data_root) -> list:
     ]
 
 
+def command(name: str) -> list:
+    """The command line that runs the console script ``name``: the script beside this interpreter (a virtual
+    environment's bin, even when it is not on PATH), else the one a shell finds on PATH (e.g. ~/.local/bin), else
+    this interpreter running the script's module, for a project that is only on PYTHONPATH (no scripts installed)."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    on_path = shutil.which(name)
+    if on_path:
+        return [on_path]
+    return [sys.executable, "-m", COMMAND_MODULES[name]]
+
+
 def run_command(name: str, *args, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the console script ``name`` (from this interpreter's environment) with ``args`` in ``cwd``."""
-    script = BIN / name
-    assert script.is_file(), f"{script} is missing: install the package (pip install -e .) to get the commands"
+    """Run the command ``name`` (see ``command``) with ``args`` in ``cwd``, in this process's environment."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([*command(name), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def pythonpath(*first) -> str:
+    """A subprocess's PYTHONPATH: ``first`` ahead of this process's own, which it keeps (the project, or the packages
+    an image beside its own torch has, may be importable only through it)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([*map(str, first), *([inherited] if inherited else [])])
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
