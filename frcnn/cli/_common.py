@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+from typing import Callable, List, TypeVar
 
 log = logging.getLogger("frcnn")
 
 CONFIG_PATH = "pkg://frcnn.conf"  # the configs ship inside the package (frcnn/conf -> conf/)
 T = TypeVar("T")
+
+
+def quiet_hydra_on_other_ranks(argv: List[str]) -> List[str]:
+    """Under torchrun, ranks other than 0 let Hydra write nothing (no run directory of their own, no ``.hydra/``
+    copy, no log file): rank 0's run directory is the run's, and they receive its path from rank 0."""
+    from frcnn.engine.distributed import env_from
+
+    if env_from().rank == 0:
+        return argv
+    kept = [arg for arg in argv if not arg.lstrip("+").startswith(("hydra.run.dir=", "hydra.output_subdir="))]
+    return [*kept, "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled"]
 
 
 def run_dir() -> str:
@@ -29,6 +41,10 @@ def run_job(job: Callable[..., T], cfg, *args) -> T:
 
 
 def fail(error: BaseException) -> None:
-    """A clean one-line error instead of a traceback for problems the user can fix (exit status 1)."""
-    log.error("%s", error)
+    """A clean one-line error instead of a traceback for problems the user can fix (exit status 1); under
+    torchrun every rank exits, and only rank 0 prints it."""
+    from frcnn.engine.distributed import is_main_process
+
+    if is_main_process():
+        log.error("%s", error)
     raise SystemExit(1)

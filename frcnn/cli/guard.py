@@ -15,9 +15,12 @@ from omegaconf import DictConfig
 
 class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from frcnn.engine.distributed import is_main_process
         from frcnn.engine.run_dir import check_run_dir, check_writable
         from frcnn.errors import FrcnnError
 
+        if not is_main_process():  # under torchrun only rank 0 has a run directory (frcnn.cli._common)
+            return
         try:
             if "train" in config:  # frcnn-train: also never over another run's checkpoints
                 check_run_dir(config.hydra.run.dir, resume=str(config.train.resume),

@@ -158,10 +158,13 @@ def build_dataset(dataset_cfg, split: str, *, train: bool, loader_cfg=None):
     return dataset
 
 
-def build_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_iter: int = 0):
+def build_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_iter: int = 0, rank: int = 0,
+                       world_size: int = 1):
     """Infinite iterable of ``(images, targets)`` batches (lists), seeded, aspect-grouped when
-    ``loader_cfg.aspect_grouping``; ``start_iter`` skips that many batches (resuming a run)."""
-    return make_train_loader(dataset, batch_size=batch_size, loader_cfg=loader_cfg, seed=seed, start_iter=start_iter)
+    ``loader_cfg.aspect_grouping``; ``start_iter`` skips that many batches (resuming a run). Under torchrun,
+    ``batch_size`` is the global batch and this rank gets its share of each."""
+    return make_train_loader(dataset, batch_size=batch_size, loader_cfg=loader_cfg, seed=seed, start_iter=start_iter,
+                             rank=rank, world_size=world_size)
 
 
 def build_test_loader(dataset, *, batch_size: int, loader_cfg):

@@ -41,12 +41,19 @@ class InfiniteGroupedBatchSampler(Sampler):
 
     group_ids: int per index (e.g. 0 landscape, 1 portrait); batches only hold indices of one group. ``None``
     mixes all indices. The order is fixed by ``seed``; ``start_iter`` skips that many batches (resuming).
+    Under torchrun, ``batch_size`` is the global batch and rank ``r`` of ``world_size`` yields its slice
+    ``[r * b, (r + 1) * b)`` (b = batch_size / world_size): together the ranks see exactly the single-process
+    batches, so a run resumes on any world size.
     """
 
     def __init__(self, group_ids: Optional[Sequence[int]], num_samples: int, *, batch_size: int, seed: int = 0,
-                 start_iter: int = 0) -> None:
+                 start_iter: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of {world_size} cannot take an equal share of batch_size {batch_size}")
+        self.share = batch_size // world_size
+        self.first = rank * self.share
         if num_samples < 1:
             raise ValueError("cannot sample batches from an empty dataset")
         self.group_ids = None if group_ids is None else np.asarray(group_ids, dtype=np.int64)
@@ -70,7 +77,7 @@ class InfiniteGroupedBatchSampler(Sampler):
                 if len(bucket) == self.batch_size:
                     buckets[key] = []
                     if produced >= self.start_iter:
-                        yield bucket
+                        yield bucket[self.first:self.first + self.share]
                     produced += 1
 
 
@@ -86,11 +93,13 @@ def _loader_kwargs(loader_cfg) -> dict:
     return kwargs
 
 
-def make_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_iter: int = 0) -> DataLoader:
-    """Infinite DataLoader of (images, targets) batches, aspect-grouped when ``loader_cfg.aspect_grouping``."""
+def make_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_iter: int = 0, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
+    """Infinite DataLoader of (images, targets) batches, aspect-grouped when ``loader_cfg.aspect_grouping``; this
+    rank's share of each global batch of ``batch_size``."""
     group_ids = dataset.aspect_groups() if getattr(loader_cfg, "aspect_grouping", True) else None
     sampler = InfiniteGroupedBatchSampler(group_ids, len(dataset), batch_size=batch_size, seed=seed,
-                                          start_iter=start_iter)
+                                          start_iter=start_iter, rank=rank, world_size=world_size)
     generator = torch.Generator()
     generator.manual_seed(int(seed))  # seeds the workers' torch RNG (flips, jitter) reproducibly
     return DataLoader(dataset, batch_sampler=sampler, generator=generator, **_loader_kwargs(loader_cfg))

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from frcnn.engine.checkpoint import Checkpointer
+from frcnn.engine.distributed import is_main_process
 from frcnn.engine.logs import log
 from frcnn.engine.progress import ProgressBar
 from frcnn.engine.tensorboard import TensorBoard
@@ -111,9 +112,11 @@ class CheckpointHook(Hook):
             self.save(trainer)
 
     def save(self, trainer) -> None:
-        trainer.check_losses()
-        path = self.checkpointer.save(trainer.checkpoint_state(), trainer.iter)
+        trainer.check_losses()  # on every rank: under torchrun it averages the losses over them
         self.saved_iter = trainer.iter
+        if not is_main_process():  # the ranks hold the same weights: rank 0 writes them
+            return
+        path = self.checkpointer.save(trainer.checkpoint_state(), trainer.iter)
         log.info("checkpoint: %s (and %s)", path, self.checkpointer.last_path.name)
 
 
@@ -134,7 +137,7 @@ class EvalHook(Hook):
         self.last_iter = -1
 
     def before_train(self, trainer) -> None:
-        if self.prepare is not None:
+        if self.prepare is not None and is_main_process():
             self.prepare()
 
     def after_step(self, trainer) -> None:
@@ -147,8 +150,10 @@ class EvalHook(Hook):
 
     def run(self, trainer) -> None:
         trainer.check_losses()
-        metrics, pictures = self.evaluate(trainer.model)
         self.last_iter = trainer.iter
+        if not is_main_process():  # under torchrun rank 0 evaluates; the others wait for it in the next step
+            return
+        metrics, pictures = self.evaluate(trainer.module)
         log.info("evaluation at iteration %d:\n%s", trainer.iter, format_table(metrics, self.classes))
         trainer.storage.put_metrics(trainer.iter, metrics, summary_metrics(metrics))
         if pictures:

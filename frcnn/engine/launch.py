@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -17,6 +17,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from frcnn.config_checks import check_train_config
 from frcnn.engine.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from frcnn.engine.compile import compile_model
+from frcnn.engine.distributed import (
+    DistEnv,
+    barrier,
+    broadcast_from_main,
+    env_from,
+    init_process_group,
+    is_main_process,
+    shutdown,
+    wrap,
+)
 from frcnn.engine.drawing import draw_detections
 from frcnn.engine.hooks import (
     BestCheckpointHook,
@@ -35,6 +45,7 @@ from frcnn.engine.run_dir import check_run_dir, clean_run_dir
 from frcnn.engine.runtime import check_amp, preserved_rng, resolve_device, seed_everything
 from frcnn.engine.tensorboard import TensorBoard
 from frcnn.engine.trainer import Trainer
+from frcnn.errors import ConfigError
 
 VIS_SCORE_THRESH = 0.5  # boxes drawn on the TensorBoard pictures
 
@@ -46,56 +57,66 @@ def plain_config(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig, run_dir) -> dict:
     """Train as ``cfg`` (a composed train config) says, writing into ``run_dir``; returns the final evaluation's
-    metrics. ``cfg.dataset.classes`` is filled in when empty and ``cfg.dataset.root`` made absolute."""
+    metrics. ``cfg.dataset.classes`` is filled in when empty and ``cfg.dataset.root`` made absolute.
+
+    Under torchrun this is one rank of the job (:mod:`frcnn.engine.distributed`): rank 0's ``run_dir`` is the
+    run's, and only rank 0 writes into it."""
     check_train_config(cfg)
-    run_dir, tc = Path(run_dir), cfg.train
-    check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
-    file_log = setup_file_logging(run_dir / "train.log")
+    env = env_from()
+    check_world_size(int(cfg.train.batch_size), env)
+    device = init_process_group(env, resolve_device(cfg.device))
+    file_log = None
     try:
-        clean_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
-        trainer = build_trainer(cfg, run_dir)
-        with log_lines_above_the_bar(bool(tc.progress_bar), log):
+        run_dir, tc = Path(broadcast_from_main(str(Path(run_dir).resolve()))), cfg.train
+        if env.rank == 0:
+            check_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
+            file_log = setup_file_logging(run_dir / "train.log")
+            clean_run_dir(run_dir, resume=str(tc.resume), overwrite=bool(tc.overwrite))
+        barrier()  # the run directory is ready (and cleaned) before any rank reads a checkpoint from it
+        trainer = build_trainer(cfg, run_dir, device)
+        with log_lines_above_the_bar(bool(tc.progress_bar) and env.rank == 0, log):
             trainer.train()
         return trainer.storage.metrics or {}
     finally:
-        remove_handler(file_log)
+        if file_log is not None:
+            remove_handler(file_log)
+        shutdown()
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+def check_world_size(batch_size: int, env: DistEnv) -> None:
+    """``train.batch_size`` is the global batch: each of the job's processes takes an equal share of it."""
+    if batch_size % env.world_size:
+        raise ConfigError(f"train.batch_size={batch_size} does not divide over the {env.world_size} processes of "
+                          f"this job: make it a multiple of {env.world_size} (it is the batch of all processes "
+                          "together, each takes batch_size / world_size images)")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, device: Optional[torch.device] = None) -> Trainer:
     """Data, model, optimizer and hooks of a run, resumed from ``train.resume`` when given."""
-    from frcnn.data.build import build_dataset, build_train_loader
-    from frcnn.modeling.build import build_model
+    from frcnn.data.build import build_train_loader
 
     tc = cfg.train
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     amp = check_amp(tc.amp, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(tc.cudnn_benchmark)
     seed_everything(tc.seed)
-    with open_dict(cfg):  # stored in checkpoints: frcnn-eval, run from anywhere, must find the same data
-        cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
     log.info("run directory: %s", run_dir.resolve())
-    # The training set resolves the classes when dataset.classes is empty (a COCO file is parsed once for both).
-    train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
-    classes = list(train_set.classes)
-    with open_dict(cfg):
-        cfg.dataset.classes = classes
+    train_set, classes = prepare_training_set(cfg)
     log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
-    train_set.check_images()
-    log.info("training data: %s", train_set)
-    model = build_model(cfg).to(device)
-    if tc.compile:
-        compile_model(model, cfg.model.input.min_size, mode=tc.compile_mode, backend=tc.compile_backend)
+    model = build_training_model(cfg, device)
     optimizer = build_optimizer(model, tc)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints))
     resume = resolve_resume(tc.resume, checkpointer.folder)
     state = load_checkpoint(resume) if resume is not None else None
     start_iter = int(state["iteration"]) if state is not None else 0
-    # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had.
+    # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had; under
+    # torchrun each rank takes its share of every global batch.
+    env = env_from()
     data = build_train_loader(train_set, batch_size=int(tc.batch_size), loader_cfg=cfg.loader, seed=int(tc.seed),
-                              start_iter=start_iter)
-    trainer = Trainer(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, tc), data=data,
-                      max_iters=int(tc.max_iters), batch_size=int(tc.batch_size), device=device, amp=amp,
+                              start_iter=start_iter, rank=env.rank, world_size=env.world_size)
+    trainer = Trainer(model=wrap(model, device), optimizer=optimizer, scheduler=build_scheduler(optimizer, tc),
+                      data=data, max_iters=int(tc.max_iters), batch_size=int(tc.batch_size), device=device, amp=amp,
                       scaler=torch.amp.GradScaler(device.type, enabled=(amp == "fp16")),
                       clip_grad_norm=float(tc.clip_grad_norm), config=plain_config(cfg),
                       hooks=build_hooks(cfg, run_dir, checkpointer, device, amp, classes))
@@ -105,19 +126,47 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     return trainer
 
 
+def prepare_training_set(cfg: DictConfig):
+    """The training set with every image header checked, and its classes (also written into ``cfg``)."""
+    from frcnn.data.build import build_dataset
+
+    with open_dict(cfg):  # stored in checkpoints: frcnn-eval, run from anywhere, must find the same data
+        cfg.dataset.root = str(Path(str(cfg.dataset.root)).expanduser().resolve())
+    # The training set resolves the classes when dataset.classes is empty (a COCO file is parsed once for both).
+    train_set = build_dataset(cfg.dataset, "train", train=True, loader_cfg=cfg.loader)
+    classes = list(train_set.classes)
+    with open_dict(cfg):
+        cfg.dataset.classes = classes
+    train_set.check_images()
+    log.info("training data: %s", train_set)
+    return train_set, classes
+
+
+def build_training_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    from frcnn.modeling.build import build_model
+
+    model = build_model(cfg).to(device)
+    if cfg.train.compile:
+        compile_model(model, cfg.model.input.min_size, mode=cfg.train.compile_mode,
+                      backend=cfg.train.compile_backend)
+    return model
+
+
 def build_hooks(cfg: DictConfig, run_dir: Path, checkpointer: Checkpointer, device: torch.device, amp: str,
                 classes: List[str]) -> List[Hook]:
     """Measuring hooks first (losses, periodic checkpoint, evaluation), then those that report their results."""
     tc = cfg.train
     evaluation = TrainingEvaluation(cfg, device, amp, classes)
-    return [
-        LoggingHook(period=int(tc.log_period), progress_bar=bool(tc.progress_bar) and sys.stderr.isatty()),
+    main = is_main_process()
+    hooks = [
+        LoggingHook(period=int(tc.log_period), progress_bar=main and bool(tc.progress_bar) and sys.stderr.isatty()),
         CheckpointHook(checkpointer, period=int(tc.checkpoint_period)),
         EvalHook(evaluation, period=int(tc.eval_period), classes=classes, prepare=evaluation.prepare),
         BestCheckpointHook(checkpointer),
-        TensorBoardHook(TensorBoard(run_dir / "tensorboard")),
-        MetricsFileHook(run_dir / "metrics.json"),
     ]
+    if main:  # the other ranks of a torchrun job write nothing
+        hooks += [TensorBoardHook(TensorBoard(run_dir / "tensorboard")), MetricsFileHook(run_dir / "metrics.json")]
+    return hooks
 
 
 class TrainingEvaluation:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from frcnn.engine.checkpoint import CheckpointError, check_model_state, describe_mismatch, load_checkpoint
+from frcnn.engine.distributed import mean_over_ranks, unwrap
 from frcnn.engine.events import EventStorage
 from frcnn.engine.hooks import Hook
 from frcnn.engine.runtime import autocast, rng_state, set_rng_state
@@ -46,7 +47,8 @@ class Trainer:
         hooks: Sequence[Hook] = (),
         config: Optional[dict] = None,
     ):
-        self.model = model
+        self.model = model  # what the step calls: the model, or its DistributedDataParallel wrapper under torchrun
+        self.module = unwrap(model)  # the plain model: checkpoints, evaluation
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.data = data
@@ -117,10 +119,11 @@ class Trainer:
         self._pending.append(torch.stack([losses[name].detach().float() for name in self._loss_names]))
 
     def check_losses(self) -> None:
-        """Read the losses kept since the last check (one device sync); raise on the first NaN/inf."""
+        """Read the losses kept since the last check (one device sync; under torchrun averaged over the ranks, so
+        every rank reads the same values); raise on the first NaN/inf."""
         if not self._pending:
             return
-        values = torch.stack(self._pending).cpu()
+        values = mean_over_ranks(torch.stack(self._pending)).cpu()
         start = self._pending_start
         self._pending = []
         self._pending_start = self.iter + 1
@@ -146,7 +149,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -166,8 +169,8 @@ class Trainer:
         diffs = describe_mismatch(state.get("config") or {}, self.config) if self.config else []
         if diffs:
             raise CheckpointError(f"checkpoint {path} is from another model: " + "; ".join(diffs))
-        check_model_state(state["model"], self.model, path)
-        self.model.load_state_dict(state["model"])
+        check_model_state(state["model"], self.module, path)
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):

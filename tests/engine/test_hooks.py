@@ -30,7 +30,7 @@ def test_best_checkpoint_follows_the_primary_metric_and_metrics_json_the_last_ev
 
     hooks = [EvalHook(evaluate, period=1, classes=[]), BestCheckpointHook(checkpointer),
              MetricsFileHook(tmp_path / "metrics.json")]
-    trainer = _Trainer(iter=0, max_iters=4, storage=EventStorage(), model=None)
+    trainer = _Trainer(iter=0, max_iters=4, storage=EventStorage(), model=None, module=None)
     best_iterations = []
     for iteration in (1, 2, 3):
         trainer.iter = iteration

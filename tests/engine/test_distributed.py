@@ -1,0 +1,101 @@
+"""frcnn-train under torchrun: gloo on the CPU, two processes on this machine (each test bounded by a timeout)."""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from frcnn.data.loader import InfiniteGroupedBatchSampler
+from frcnn.engine.distributed import DistEnv, env_from
+
+from helpers import output_of, pythonpath, tiny_overrides
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, *args, cwd, timeout: int = 240) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               f"--master_port={free_port()}", "-m", "frcnn.cli.train", *map(str, args)]
+    env = {"PYTHONPATH": pythonpath(), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_environment_of_torchrun_and_of_a_plain_process():
+    assert env_from({}) == DistEnv(rank=0, world_size=1, local_rank=0)
+    assert env_from({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == DistEnv(3, 4, 1)
+    assert not env_from({}).distributed and env_from({"RANK": "0", "WORLD_SIZE": "2"}).distributed
+
+
+def test_the_ranks_shares_of_each_batch_make_the_single_process_batch():
+    groups = [i % 2 for i in range(23)]
+    single = InfiniteGroupedBatchSampler(groups, 23, batch_size=4, seed=5, start_iter=3)
+    shards = [InfiniteGroupedBatchSampler(groups, 23, batch_size=4, seed=5, start_iter=3, rank=r, world_size=2)
+              for r in range(2)]
+    batches = 0
+    for whole, first, second in itertools.islice(zip(single, *shards), 30):  # several passes over the 23 images
+        assert len(first) == len(second) == 2 and first + second == whole
+        batches += 1
+    assert batches == 30
+    with pytest.raises(ValueError, match="equal share"):
+        InfiniteGroupedBatchSampler(groups, 23, batch_size=3, world_size=2)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ddp")
+    run = work / "run"
+    proc = torchrun(2, *tiny_overrides(work / "data"), "dataset.shapes.num_train=8", "train.batch_size=4",
+                    "train.max_iters=4", "train.checkpoint_period=2", f"hydra.run.dir={run}", cwd=work)
+    return work, run, proc
+
+
+def test_two_processes_train_one_model_into_rank_0s_run_directory(two_process_run):
+    work, run, proc = two_process_run
+    assert proc.returncode == 0, output_of(proc)
+    # Rank 1 made no run directory of its own (no outputs/<date>/, no .hydra copy in the working directory).
+    assert sorted(p.name for p in work.iterdir() if not p.name.startswith(".data")) == ["data", "run"]
+    assert not (work / ".hydra").exists()
+    log = (run / "train.log").read_text()
+    for iteration in range(1, 5):  # logged once, by rank 0
+        assert log.count(f"iter {iteration}/4 ") == 1, log
+    assert "batch size 4" in log
+    assert (run / "metrics.json").is_file() and list((run / "tensorboard").glob("events.out.tfevents.*"))
+    state = torch.load(run / "checkpoints/last.pt", map_location="cpu", weights_only=True)
+    assert state["iteration"] == 4
+    assert not any(key.startswith("module.") for key in state["model"])  # the plain model's state
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path):
+    from helpers import run_command
+
+    work, run, proc = two_process_run
+    assert proc.returncode == 0, output_of(proc)
+    resumed = run_command("frcnn-train", *tiny_overrides(work / "data"), "dataset.shapes.num_train=8",
+                          "train.batch_size=4", "train.max_iters=6", "train.resume=auto", f"hydra.run.dir={run}",
+                          cwd=tmp_path)
+    assert resumed.returncode == 0, output_of(resumed)
+    log = (run / "train.log").read_text()
+    assert "at iteration 4" in log and log.count("iter 5/6 ") == 1 and log.count("iter 6/6 ") == 1
+    assert torch.load(run / "checkpoints/last.pt", map_location="cpu", weights_only=True)["iteration"] == 6
+
+
+def test_a_batch_that_does_not_divide_stops_every_rank_with_one_message(tmp_path):
+    proc = torchrun(2, *tiny_overrides(tmp_path / "data"), "train.batch_size=3", f"hydra.run.dir={tmp_path / 'run'}",
+                    cwd=tmp_path, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert text.count("train.batch_size=3 does not divide over the 2 processes") == 1, text
+    # No traceback from our code: the ranks exit cleanly with status 1 (torchrun then reports the failed children,
+    # with a traceback of its own launcher).
+    frames = [line for line in text.splitlines() if line.strip().startswith('File "')]
+    assert not [frame for frame in frames if "/frcnn/" in frame], text
