@@ -167,9 +167,10 @@ def build_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start
                              rank=rank, world_size=world_size)
 
 
-def build_test_loader(dataset, *, batch_size: int, loader_cfg):
-    """Finite DataLoader of ``(images, targets)`` batches visiting every image once, in index order."""
-    return make_test_loader(dataset, batch_size=batch_size, loader_cfg=loader_cfg)
+def build_test_loader(dataset, *, batch_size: int, loader_cfg, rank: int = 0, world_size: int = 1):
+    """Finite DataLoader of ``(images, targets)`` batches visiting every image once, in index order; under torchrun
+    this rank's share of the batches (``frcnn.engine.inference.run_inference`` gathers the detections)."""
+    return make_test_loader(dataset, batch_size=batch_size, loader_cfg=loader_cfg, rank=rank, world_size=world_size)
 
 
 __all__ = ["build_dataset", "build_train_loader", "build_test_loader", "resolve_classes"]

@@ -105,6 +105,26 @@ def make_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_
     return DataLoader(dataset, batch_sampler=sampler, generator=generator, **_loader_kwargs(loader_cfg))
 
 
-def make_test_loader(dataset, *, batch_size: int, loader_cfg) -> DataLoader:
-    """Finite DataLoader visiting every image exactly once, in index order."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, **_loader_kwargs(loader_cfg))
+class ShardedBatchSampler(Sampler):
+    """The batches of a single process's index-order test loader (``[0, b), [b, 2b), ...``), every
+    ``world_size``-th one from ``rank``: under torchrun each rank evaluates whole batches of that single-process
+    loader, so every image is padded and batched exactly as one process would (the same detections)."""
+
+    def __init__(self, num_samples: int, *, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.num_samples, self.batch_size, self.rank, self.world_size = num_samples, batch_size, rank, world_size
+
+    def _batches(self) -> range:
+        return range(self.rank, -(-self.num_samples // self.batch_size), self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._batches():
+            yield list(range(batch * self.batch_size, min((batch + 1) * self.batch_size, self.num_samples)))
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def make_test_loader(dataset, *, batch_size: int, loader_cfg, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Finite DataLoader visiting every image exactly once, in index order (this rank's batches under torchrun)."""
+    sampler = ShardedBatchSampler(len(dataset), batch_size=batch_size, rank=rank, world_size=world_size)
+    return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(loader_cfg))

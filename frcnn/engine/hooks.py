@@ -120,8 +120,8 @@ class CheckpointHook(Hook):
         log.info("checkpoint: %s (and %s)", path, self.checkpointer.last_path.name)
 
 
-# evaluate(model) -> (metrics.json dict, pictures with the predicted boxes drawn)
-Evaluation = Callable[[torch.nn.Module], Tuple[Dict, List[torch.Tensor]]]
+# evaluate(model) -> (metrics.json dict, pictures with the predicted boxes drawn); None on a torchrun job's other ranks
+Evaluation = Callable[[torch.nn.Module], Optional[Tuple[Dict, List[torch.Tensor]]]]
 
 
 class EvalHook(Hook):
@@ -137,7 +137,7 @@ class EvalHook(Hook):
         self.last_iter = -1
 
     def before_train(self, trainer) -> None:
-        if self.prepare is not None and is_main_process():
+        if self.prepare is not None:
             self.prepare()
 
     def after_step(self, trainer) -> None:
@@ -151,9 +151,10 @@ class EvalHook(Hook):
     def run(self, trainer) -> None:
         trainer.check_losses()
         self.last_iter = trainer.iter
-        if not is_main_process():  # under torchrun rank 0 evaluates; the others wait for it in the next step
+        result = self.evaluate(trainer.module)  # under torchrun every rank evaluates its share
+        if result is None:  # another rank: rank 0 has the metrics
             return
-        metrics, pictures = self.evaluate(trainer.module)
+        metrics, pictures = result
         log.info("evaluation at iteration %d:\n%s", trainer.iter, format_table(metrics, self.classes))
         trainer.storage.put_metrics(trainer.iter, metrics, summary_metrics(metrics))
         if pictures:

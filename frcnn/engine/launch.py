@@ -184,11 +184,13 @@ class TrainingEvaluation:
         tc = self.cfg.train
         dataset = build_dataset(self.cfg.dataset, str(tc.eval_split), train=False, loader_cfg=self.cfg.loader)
         dataset.check_images()  # before the first step: a broken file must not surface after hours of training
-        self.loader = build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=self.cfg.loader)
+        env = env_from()  # under torchrun each rank evaluates its share of the batches
+        self.loader = build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=self.cfg.loader,
+                                        rank=env.rank, world_size=env.world_size)
         log.info("evaluation: %s, %d images, metric %s, every %s", dataset.name, len(dataset),
                  self.cfg.dataset.metric, f"{tc.eval_period} iterations" if tc.eval_period > 0 else "run (end)")
 
-    def __call__(self, model: torch.nn.Module):
+    def __call__(self, model: torch.nn.Module) -> Optional[tuple]:
         from frcnn.evaluation import evaluate_dataset
 
         if self.loader is None:
@@ -196,6 +198,8 @@ class TrainingEvaluation:
         dataset = self.loader.dataset
         with preserved_rng():
             detections = run_inference(model, self.loader, device=self.device, amp=self.amp)
+            if detections is None:  # another rank of a torchrun job: rank 0 scores them
+                return None
             metrics = evaluate_dataset(dataset, detections, str(self.cfg.dataset.metric))
         count = min(int(self.cfg.train.vis_images), len(dataset))
         pictures = [draw_detections(dataset[i][0], detections[i], self.classes, score_thresh=VIS_SCORE_THRESH)

@@ -22,9 +22,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, *args, cwd, timeout: int = 240) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, *args, cwd, timeout: int = 240, command: str = "train") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               f"--master_port={free_port()}", "-m", "frcnn.cli.train", *map(str, args)]
+               f"--master_port={free_port()}", "-m", f"frcnn.cli.{command}", *map(str, args)]
     env = {"PYTHONPATH": pythonpath(), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(command, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=timeout)
@@ -99,3 +99,25 @@ def test_a_batch_that_does_not_divide_stops_every_rank_with_one_message(tmp_path
     # with a traceback of its own launcher).
     frames = [line for line in text.splitlines() if line.strip().startswith('File "')]
     assert not [frame for frame in frames if "/frcnn/" in frame], text
+
+
+def test_two_process_evaluation_gives_the_single_process_metrics_and_detections(two_process_run, tmp_path):
+    from helpers import run_command
+
+    work, run, proc = two_process_run
+    assert proc.returncode == 0, output_of(proc)
+    # The 8 training images in batches of 2: rank 0 takes batches 0 and 2, rank 1 batches 1 and 3.
+    args = [f"checkpoint={run / 'checkpoints/last.pt'}", "split=train", "batch_size=2", "loader.num_workers=0",
+            "model.roi.score_thresh=0.0"]  # an untrained model: keep every detection, so there is much to compare
+    single = run_command("frcnn-eval", *args, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert single.returncode == 0, output_of(single)
+    double = torchrun(2, *args, f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path, command="eval")
+    assert double.returncode == 0, output_of(double)
+    assert double.stdout.count("mAP") == single.stdout.count("mAP") > 0  # printed by rank 0 only
+    import json
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert json.loads((one / "metrics.json").read_text()) == json.loads((two / "metrics.json").read_text())
+    detections = json.loads((one / "detections.json").read_text())
+    assert len(detections) > 8 and detections == json.loads((two / "detections.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # rank 1 wrote nothing
