@@ -2,10 +2,17 @@
 configs under conf/hydra/ compose into what the plugins expect."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from frcnn.errors import FrcnnError
 from frcnn.launchers import distributed_env_from_slurm, first_host
+
+from helpers import CONF_DIR, REPO
 
 # What srun gives task 5 of a 2-node x 4-GPU job (one task per GPU): the second task on the second node.
 SRUN_TASK = {
@@ -101,3 +108,45 @@ def test_a_variable_that_is_not_a_whole_number_is_named(key, value):
 def test_a_rank_outside_the_world_is_refused():
     with pytest.raises(FrcnnError, match="SLURM_PROCID=8 is not a rank of a job of SLURM_STEP_NUM_TASKS=8 tasks"):
         distributed_env_from_slurm({**SRUN_TASK, "SLURM_PROCID": "8"})
+
+
+def _sbatch_script(launcher_cfg, sweep_dir, monkeypatch) -> str:
+    """The sbatch script Hydra's submitit launcher would submit for ``launcher_cfg``, written here without a
+    cluster: a stand-in srun on PATH (submitit looks for one), and map_array kept from submitting."""
+    import submitit
+
+    fake_bin = sweep_dir / "bin"
+    fake_bin.mkdir(parents=True)
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    executors = []
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", lambda self, *args: executors.append(self) or [])
+    launcher = instantiate(launcher_cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=launcher_cfg)
+    launcher.launch([["train.lr=0.01"]], initial_job_idx=0)
+    # submitit's own rendering of the job file (its private helper: the version is pinned in pyproject.toml).
+    return executors[0]._executor._make_submission_file_text("python -m frcnn.cli.train", "uid")
+
+
+def test_slurm_ddp_asks_slurm_for_one_task_per_gpu_on_every_node(tmp_path, monkeypatch):
+    overrides = ["hydra/launcher=slurm_ddp", "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2",
+                 "hydra.launcher.gpus_per_node=4", f"hydra.sweep.dir={tmp_path}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    script = _sbatch_script(cfg, tmp_path, monkeypatch)
+    lines = set(script.splitlines())
+    # 2 nodes x 4 GPUs = 8 ranks: a task per GPU follows gpus_per_node, so each SLURM task is one rank.
+    assert {"#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+            "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=8", "#SBATCH --time=2880"} <= lines, script
+    assert any(line.startswith("srun ") for line in lines), script  # srun starts the tasks (SLURM_PROCID each)
+    assert f"#SBATCH --output={tmp_path}/.submitit/%j/%j_0_log.out" in lines
+
+
+def test_the_package_ships_every_config_under_conf():
+    tomllib = pytest.importorskip("tomllib")
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["frcnn.conf"]
+    conf = Path(CONF_DIR)
+    shipped = {p for pattern in globs for p in conf.glob(pattern)}
+    assert conf / "hydra/launcher/slurm_ddp.yaml" in shipped and conf / "hydra/sweeper/frcnn_optuna.yaml" in shipped
+    assert set(conf.rglob("*.yaml")) == shipped
