@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's virtual environment in .venv and install frcnn with its test tools.
+# Create (or reuse) the project's virtual environment in .venv and install frcnn with its test tools and the
+# cluster extra (Hydra's launcher and sweeper plugins).
 # Usage: bash scripts/setup_env.sh            (idempotent: a second run only re-installs frcnn itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.s
   echo "[setup] installing ${TORCH_PINS[*]} (about a minute from the local package cache)"
   "$PY" -m pip install -q --disable-pip-version-check "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-echo "[setup] installing frcnn (editable) with test extras"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]" "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+# cluster: Hydra's joblib/submitit launchers and Optuna sweeper (pyproject.toml pins them); the launcher tests use them.
+echo "[setup] installing frcnn (editable) with test and cluster extras"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,cluster]" "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 "$PY" -c "import torch, torchvision, frcnn; from torchvision.ops import nms; print('[setup] torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+"$PY" -c "import optuna, submitit, joblib, hydra_plugins.hydra_optuna_sweeper, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher; print('[setup] optuna', optuna.__version__, 'submitit', submitit.__version__, 'joblib', joblib.__version__)"
