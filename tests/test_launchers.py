@@ -150,3 +150,17 @@ def test_the_package_ships_every_config_under_conf():
     shipped = {p for pattern in globs for p in conf.glob(pattern)}
     assert conf / "hydra/launcher/slurm_ddp.yaml" in shipped and conf / "hydra/sweeper/frcnn_optuna.yaml" in shipped
     assert set(conf.rglob("*.yaml")) == shipped
+
+
+def test_a_slurm_task_without_torchrun_finds_its_rank(monkeypatch):
+    """frcnn.engine.distributed reads SLURM's variables when torchrun's are absent (srun or the submitit launcher)."""
+    import os
+
+    from frcnn.engine.distributed import DistEnv, env_from
+
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "1234",
+             "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    fake = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}, **slurm}
+    monkeypatch.setattr(os, "environ", fake)  # this process's real environment stays untouched
+    assert env_from() == DistEnv(rank=5, world_size=8, local_rank=1)
+    assert fake["MASTER_ADDR"] == "gpu07" and fake["MASTER_PORT"] == str(20000 + 1234)

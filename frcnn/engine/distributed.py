@@ -1,9 +1,9 @@
 """Training on several processes with ``torch.distributed``: one process per GPU (or CPU worker), started by torchrun.
 
 ``torchrun --nproc_per_node=N -m frcnn.cli.train ...`` starts N copies of the command. Each finds its rank in
-torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and joins one process group: NCCL on
-GPUs, gloo on the CPU. A plain process (no such environment) is rank 0 of a world of 1 and never touches
-torch.distributed. Rank 0 is the one that writes: logs, progress bar, TensorBoard, checkpoints, metrics.json.
+torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; under SLURM without torchrun,
+translated from SLURM's) and joins one process group: NCCL on GPUs, gloo on the CPU. A plain process (no such
+environment) is rank 0 of a world of 1 and never touches torch.distributed. Rank 0 is the one that writes: logs, progress bar, TensorBoard, checkpoints, metrics.json.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 import torch.distributed as dist
+
+from frcnn.launchers import distributed_env_from_slurm
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,13 @@ class DistEnv:
 
 
 def env_from(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
-    """The process's place in the job from torchrun's variables; a single process when they are absent."""
-    environ = os.environ if environ is None else environ
+    """The process's place in the job from torchrun's variables; a single process when they are absent.
+
+    Without ``environ`` (this process's own environment) a SLURM task (srun, Hydra's submitit_slurm launcher) that
+    torchrun did not start gets torchrun's variables from SLURM's first (:mod:`frcnn.launchers`)."""
+    if environ is None:
+        environ = os.environ
+        os.environ.update(distributed_env_from_slurm(os.environ) or {})
     if "RANK" not in environ or "WORLD_SIZE" not in environ:
         return DistEnv()
     return DistEnv(rank=int(environ["RANK"]), world_size=int(environ["WORLD_SIZE"]),
