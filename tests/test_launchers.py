@@ -160,7 +160,8 @@ def test_a_slurm_task_without_torchrun_finds_its_rank(monkeypatch):
 
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "1234",
              "SLURM_JOB_NODELIST": "gpu[07-08]"}
-    fake = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}, **slurm}
+    torchruns = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    fake = {**{k: v for k, v in os.environ.items() if k not in torchruns}, **slurm}
     monkeypatch.setattr(os, "environ", fake)  # this process's real environment stays untouched
     assert env_from() == DistEnv(rank=5, world_size=8, local_rank=1)
     assert fake["MASTER_ADDR"] == "gpu07" and fake["MASTER_PORT"] == str(20000 + 1234)

@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node=N -m frcnn.cli.train ...`` starts N copies of the command. Each finds its rank in
 torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; under SLURM without torchrun,
 translated from SLURM's) and joins one process group: NCCL on GPUs, gloo on the CPU. A plain process (no such
-environment) is rank 0 of a world of 1 and never touches torch.distributed. Rank 0 is the one that writes: logs, progress bar, TensorBoard, checkpoints, metrics.json.
+environment) is rank 0 of a world of 1 and never touches torch.distributed. Rank 0 is the one that writes: logs,
+progress bar, TensorBoard, checkpoints, metrics.json.
 """
 from __future__ import annotations
 
