@@ -1,13 +1,40 @@
 """What the three commands share: where the configs are, the run directory, and how input errors are reported."""
 from __future__ import annotations
 
+import io
 import logging
+import sys
 from typing import Callable, List, TypeVar
 
 log = logging.getLogger("frcnn")
 
 CONFIG_PATH = "pkg://frcnn.conf"  # the configs ship inside the package (frcnn/conf -> conf/)
 T = TypeVar("T")
+
+
+def run_console_script(hydra_main: Callable[[], T]) -> T:
+    """Run a ``@hydra.main`` function as a console script; under torchrun as one rank of the job: ranks other than
+    0 write nothing (:func:`quiet_hydra_on_other_ranks`) and keep their Python-level stderr back, so that a config
+    error (Hydra's, or one of ours) is printed once, by rank 0. Anything else a rank prints -- a traceback, an exit
+    other than the clean status 1 of an input error -- is let through when that rank ends."""
+    from frcnn.engine.distributed import env_from
+
+    sys.argv = [sys.argv[0], *quiet_hydra_on_other_ranks(sys.argv[1:])]
+    if env_from().rank == 0:
+        return hydra_main()
+    held, real = io.StringIO(), sys.stderr
+    sys.stderr = held
+    try:
+        return hydra_main()
+    except SystemExit as exit:
+        if exit.code not in (1, "1"):
+            real.write(held.getvalue())
+        raise
+    except BaseException:
+        real.write(held.getvalue())
+        raise
+    finally:
+        sys.stderr = real
 
 
 def quiet_hydra_on_other_ranks(argv: List[str]) -> List[str]:

@@ -2,14 +2,13 @@
 checkpoint; prints the per-class table, writes metrics.json and detections.json into the run directory."""
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
 
 import frcnn  # noqa: F401  (registers the config schemas)
-from frcnn.cli._common import CONFIG_PATH, quiet_hydra_on_other_ranks, run_dir, run_job
+from frcnn.cli._common import CONFIG_PATH, run_console_script, run_dir, run_job
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
@@ -23,8 +22,7 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
 def main() -> Optional[float]:
     """The console script: under torchrun, one of the job's processes (rank 0 prints and writes)."""
-    sys.argv = [sys.argv[0], *quiet_hydra_on_other_ranks(sys.argv[1:])]
-    return hydra_main()
+    return run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

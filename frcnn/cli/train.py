@@ -4,14 +4,13 @@ Returns the final metric (mAP, or AP for COCO) so Hydra sweepers can optimise it
 """
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
 
 import frcnn  # noqa: F401  (registers the config schemas)
-from frcnn.cli._common import CONFIG_PATH, quiet_hydra_on_other_ranks, run_dir, run_job
+from frcnn.cli._common import CONFIG_PATH, run_console_script, run_dir, run_job
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
@@ -25,8 +24,7 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
 def main() -> Optional[float]:
     """The console script: under torchrun, one of the job's processes (see frcnn.engine.distributed)."""
-    sys.argv = [sys.argv[0], *quiet_hydra_on_other_ranks(sys.argv[1:])]
-    return hydra_main()
+    return run_console_script(hydra_main)
 
 
 if __name__ == "__main__":

@@ -121,3 +121,37 @@ def test_two_process_evaluation_gives_the_single_process_metrics_and_detections(
     detections = json.loads((one / "detections.json").read_text())
     assert len(detections) > 8 and detections == json.loads((two / "detections.json").read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # rank 1 wrote nothing
+
+
+def test_an_unknown_config_key_stops_every_rank_with_one_message(tmp_path):
+    proc = torchrun(2, "train.no_such_key=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert text.count("Could not override 'train.no_such_key'") == 1, text  # Hydra's error, from rank 0 only
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_two_machines_meeting_through_a_c10d_rendezvous_train_one_model(tmp_path):
+    """Two torchrun launches (as on two machines, here both on 127.0.0.1) form one job of two ranks; the launch
+    that got rank 0 writes the run directory, the other writes nothing."""
+    port = free_port()
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    args = [*tiny_overrides(tmp_path / "shared_data"), "dataset.shapes.num_train=8", "train.batch_size=2",
+            "train.max_iters=2", "hydra.run.dir=run"]
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    launches = []
+    for node_rank, node in enumerate(nodes):
+        node.mkdir()
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                   f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                   "--rdzv_id=frcnn-test", "-m", "frcnn.cli.train", *map(str, args)]
+        launches.append(subprocess.Popen(command, cwd=node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True))
+    outputs = [launch.communicate(timeout=240)[0] for launch in launches]
+    assert [launch.returncode for launch in launches] == [0, 0], "\n".join(outputs)
+    written = [node for node in nodes if (node / "run" / "train.log").exists()]
+    assert len(written) == 1, [sorted(p.name for p in node.iterdir()) for node in nodes]
+    other = nodes[1 - nodes.index(written[0])]
+    assert list(other.iterdir()) == []  # the other machine's rank wrote nothing at all
+    log = (written[0] / "run" / "train.log").read_text()
+    assert log.count("iter 2/2 ") == 1 and "batch size 2" in log
