@@ -145,11 +145,27 @@ def prepare_training_set(cfg: DictConfig):
 def build_training_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     from frcnn.modeling.build import build_model
 
-    model = build_model(cfg).to(device)
+    model = synchronised_batchnorm(build_model(cfg), cfg.backbone.norm, device).to(device)
     if cfg.train.compile:
         compile_model(model, cfg.model.input.min_size, mode=cfg.train.compile_mode,
                       backend=cfg.train.compile_backend)
     return model
+
+
+def synchronised_batchnorm(model: torch.nn.Module, norm: str, device: torch.device) -> torch.nn.Module:
+    """Trained BatchNorm in a job of several ranks: ``sync_bn`` computes the batch statistics over all of them
+    (torch's SyncBatchNorm, CUDA only), ``bn`` over each rank's share of the batch only (a different model than one
+    process trains: said once). Frozen BN and GroupNorm need nothing."""
+    if env_from().world_size == 1 or norm not in ("bn", "sync_bn"):
+        return model
+    if norm == "bn":
+        log.warning("backbone.norm=bn with %d processes: each normalises over its own share of the batch; "
+                    "backbone.norm=sync_bn normalises over the whole batch, as one process does", env_from().world_size)
+        return model
+    if device.type != "cuda":
+        raise ConfigError("backbone.norm=sync_bn needs CUDA (torch's SyncBatchNorm) when several processes train; "
+                          "on the CPU use backbone.norm=gn or frozen_bn, or bn")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def build_hooks(cfg: DictConfig, run_dir: Path, checkpointer: Checkpointer, device: torch.device, amp: str,

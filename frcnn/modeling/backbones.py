@@ -28,7 +28,7 @@ BACKBONES = ("vgg16",) + RESNETS
 # Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the
 # paper and jwyang), a ResNet's stem + layer1.
 DEFAULT_FREEZE_AT = {"vgg16": 10, **{name: 2 for name in RESNETS}}
-NORMS = ("frozen_bn", "bn", "gn")
+NORMS = ("frozen_bn", "bn", "sync_bn", "gn")  # sync_bn: bn, synchronised over the ranks of a torchrun job
 
 
 @dataclass
@@ -79,6 +79,7 @@ def _torchvision_model(name: str, norm: str, width: float = 1.0) -> nn.Module:
     norm_layer = {
         "frozen_bn": FrozenBatchNorm2d,
         "bn": nn.BatchNorm2d,
+        "sync_bn": nn.BatchNorm2d,  # made SyncBatchNorm when a job has several ranks (frcnn.engine.launch)
         "gn": lambda channels: nn.GroupNorm(min(32, channels // 4), channels),
     }[norm]
     if width != 1.0:

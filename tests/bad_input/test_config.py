@@ -46,7 +46,7 @@ TRAIN_CASES = [
     ("device=gpu", "device=gpu is not allowed: must be auto, cpu, cuda or cuda:N"),
     ("backbone.name=resnet", "backbone.name=resnet is not allowed: must be one of vgg16, resnet18, resnet34, "
                              "resnet50, resnet101, resnet152"),
-    ("backbone.norm=ln", "backbone.norm=ln is not allowed: must be one of frozen_bn, bn, gn"),
+    ("backbone.norm=ln", "backbone.norm=ln is not allowed: must be one of frozen_bn, bn, sync_bn, gn"),
     ("backbone.freeze_at=-2", "backbone.freeze_at=-2 is out of range: must be >= -1 (-1 = the backbone's default)"),
     ("backbone.width=0", "backbone.width=0.0 is out of range: must be > 0"),
     ("model.input.min_size=[]", "model.input.min_size=[] is out of range: must be a non-empty list of values, "

@@ -155,3 +155,20 @@ def test_two_machines_meeting_through_a_c10d_rendezvous_train_one_model(tmp_path
     assert list(other.iterdir()) == []  # the other machine's rank wrote nothing at all
     log = (written[0] / "run" / "train.log").read_text()
     assert log.count("iter 2/2 ") == 1 and "batch size 2" in log
+
+
+def test_synchronised_batchnorm_is_bn_in_one_process_and_needs_cuda_in_several(tmp_path, monkeypatch):
+    from frcnn.engine.launch import synchronised_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    assert synchronised_batchnorm(model, "sync_bn", torch.device("cpu")) is model  # one process: plain BN
+    proc = torchrun(2, *tiny_overrides(tmp_path / "data"), "backbone.norm=sync_bn", f"hydra.run.dir={tmp_path / 'run'}",
+                    cwd=tmp_path, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert text.count("backbone.norm=sync_bn needs CUDA") == 1, text
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    if torch.cuda.is_available():
+        converted = synchronised_batchnorm(model, "sync_bn", torch.device("cuda"))
+        assert isinstance(converted[1], torch.nn.SyncBatchNorm)
