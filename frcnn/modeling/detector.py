@@ -41,7 +41,7 @@ class FasterRCNN(nn.Module):
         with record_function("frcnn.preprocess"):
             batch, gt = self.preprocessor(images, targets if self.training else None)
         core = self.compiled_core if self.training and self.compiled_core is not None else self.core
-        gt_tensors = (gt.boxes, gt.labels, gt.valid) if gt is not None else ()
+        gt_tensors = (gt.boxes, gt.labels, gt.valid, gt.keys) if gt is not None else ()
         outputs = core(batch.tensor, batch.image_sizes, batch.scales, batch.original_sizes, *gt_tensors)
         if self.training:
             return outputs
@@ -49,15 +49,15 @@ class FasterRCNN(nn.Module):
             return outputs.per_image()  # the one host read of inference: each image's number of detections
 
     def core(self, images: Tensor, image_sizes: Tensor, scales: Tensor, original_sizes: Tensor,
-             gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
-             gt_valid: Optional[Tensor] = None) -> Union[Dict[str, Tensor], Detections]:
+             gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None, gt_valid: Optional[Tensor] = None,
+             gt_keys: Optional[Tensor] = None) -> Union[Dict[str, Tensor], Detections]:
         """From the padded batch to the losses (training) or the padded detections in original-image pixels.
 
         Tensors in, tensors out, with shapes fixed by the inputs' shapes: no host read, no data-dependent shape, so it
         compiles into one graph (``compile_core``) and never waits for the device.
         """
         batch = ImageBatch(images, image_sizes, scales, original_sizes)
-        gt = GroundTruth(gt_boxes, gt_labels, gt_valid) if gt_boxes is not None else None
+        gt = GroundTruth(gt_boxes, gt_labels, gt_valid, gt_keys) if gt_boxes is not None else None
         with record_function("frcnn.trunk"):
             features = self.trunk(images)
         with record_function("frcnn.rpn"):

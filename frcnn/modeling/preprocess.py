@@ -73,7 +73,7 @@ class Preprocessor(nn.Module):
             resized.append(self._normalize_and_resize(image, new_height, new_width))
             original_sizes.append((height, width))
             scales.append((new_height / height, new_width / width))
-        tensor = self._pad(resized, self._canvas(resized, shortest))
+        tensor = self._pad(resized, self._canvas(resized, shortest, targets))
         batch = ImageBatch(
             tensor=tensor,
             image_sizes=torch.tensor([r.shape[-2:] for r in resized], dtype=torch.int64).to(device, non_blocking=True),
@@ -102,7 +102,7 @@ class Preprocessor(nn.Module):
         image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         return (image - self.pixel_mean) / self.pixel_std
 
-    def _canvas(self, images: List[Tensor], shortest: int) -> Tuple[int, int]:
+    def _canvas(self, images: List[Tensor], shortest: int, targets=None) -> Tuple[int, int]:
         """The padded batch's (height, width): the smallest that holds the batch (rounded up to
         ``size_divisible``), or with ``static`` in training the batch's bucket: (shortest, max_size) for a landscape
         batch, (max_size, shortest) for a portrait one, (max_size, max_size) for a mix. Every resized image fits its
@@ -114,6 +114,11 @@ class Preprocessor(nn.Module):
             height, width = (short_side if landscape else long_side), (short_side if portrait else long_side)
         else:
             height, width = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
+            if targets is not None and all("batch_sizes" in t for t in targets):
+                # Under torchrun a rank holds part of the global batch: pad it as the whole batch would be padded,
+                # so every image sees the same canvas (and the same trunk features) as in one process.
+                whole = [self.resized_size(int(h), int(w), shortest) for h, w in targets[0]["batch_sizes"].tolist()]
+                height, width = max([height] + [h for h, _ in whole]), max([width] + [w for _, w in whole])
         divisor = self.size_divisible
         return (height + divisor - 1) // divisor * divisor, (width + divisor - 1) // divisor * divisor
 
@@ -143,4 +148,13 @@ class Preprocessor(nn.Module):
         if self.static:  # one graph for any number of objects
             for tensor in (boxes, labels, valid):
                 torch._dynamo.mark_dynamic(tensor, 1)
-        return GroundTruth(boxes=boxes, labels=labels, valid=valid)
+        return GroundTruth(boxes=boxes, labels=labels, valid=valid, keys=_sample_keys(targets, device))
+
+
+def _sample_keys(targets: List[Dict[str, Tensor]], device: torch.device) -> Optional[Tensor]:
+    """Each image's sampling key (``target["sample_key"]``, set by the training loader) as ``[N]`` int64, or None
+    when a target has none (a caller's own targets: the samplers then draw from torch's generator)."""
+    if not all("sample_key" in target for target in targets):
+        return None
+    return torch.tensor([int(target["sample_key"]) for target in targets], dtype=torch.int64).to(device,
+                                                                                                 non_blocking=True)

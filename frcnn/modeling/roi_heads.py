@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
-from frcnn.modeling.losses import masked_mean, smooth_l1
+from frcnn.modeling.losses import batch_count, masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
 from frcnn.modeling.nms import host_reads_are_free, nms_keep
 from frcnn.modeling.pooling import POOLERS, pool_rois
@@ -128,7 +128,8 @@ class ROIHeads(nn.Module):
         candidate_valid = torch.cat([proposal_valid, gt.valid], dim=1)
         iou = batched_box_iou(candidates, gt.boxes)  # [N, P + G, G]
         matched_gt, labels, _ = self.matcher(iou, gt.valid, candidate_valid)
-        positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
+        positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction,
+                                             gt.uniform(labels.shape[1], stream=1))
         slots = min(self.batch_size_per_image, candidates.shape[1])  # S: never more ROIs than candidates
         index, sampled = gather_selected(positive | negative, slots)  # [N, S]
 
@@ -149,7 +150,7 @@ class ROIHeads(nn.Module):
             # Regression of the ground-truth class only (or of the single class-agnostic box).
             box_slot = (roi_labels - 1).clamp(min=0) if pred_deltas.shape[1] > 1 else torch.zeros_like(roi_labels)
             pred_box = pred_deltas.gather(1, box_slot.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
-            num_sampled = sampled.sum()  # both losses averaged over sampled ROIs (jwyang, detectron2)
+            num_sampled = batch_count(sampled.sum())  # both losses averaged over sampled ROIs (jwyang, detectron2)
             cls_loss = F.cross_entropy(pred_logits, roi_labels, reduction="none")
             box_loss = smooth_l1(pred_box, target_deltas.reshape(-1, 4), self.smooth_l1_sigma)
             return {

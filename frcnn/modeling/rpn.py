@@ -15,7 +15,7 @@ from torch.profiler import record_function
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.anchors import AnchorGenerator, anchors_inside
-from frcnn.modeling.losses import masked_mean, smooth_l1
+from frcnn.modeling.losses import batch_count, masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
 from frcnn.modeling.nms import nms_keep
 from frcnn.modeling.sampling import gather_selected, sample_balanced
@@ -107,11 +107,12 @@ class RegionProposalNetwork(nn.Module):
         inside = anchors_inside(anchors, batch.image_sizes, self.allowed_border)  # [N, T]
         iou = batched_box_iou(anchors, gt.boxes)  # [N, T, G]
         matched_gt, labels, _ = self.matcher(iou, gt.valid, candidate_valid=inside)
-        positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
+        positive, negative = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction,
+                                             gt.uniform(labels.shape[1], stream=0))
         sampled = positive | negative
         # Both losses are averaged over the anchors sampled in the whole batch (<= 256 per image), so an image
         # contributes the same weight whatever its number of objects.
-        num_sampled = sampled.sum()
+        num_sampled = batch_count(sampled.sum())
         objectness_loss = F.binary_cross_entropy_with_logits(
             pred_objectness.float(), positive.float(), reduction="none"
         )

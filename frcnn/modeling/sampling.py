@@ -4,36 +4,40 @@ Shapes: N images, M candidates per image. Labels: 1 = foreground, 0 = background
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 
-def sample_balanced(labels: Tensor, batch_size_per_image: int, positive_fraction: float) -> Tuple[Tensor, Tensor]:
+def sample_balanced(labels: Tensor, batch_size_per_image: int, positive_fraction: float,
+                    uniform: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Pick up to ``batch_size_per_image`` candidates per image, at most ``positive_fraction`` of them foreground.
 
     Foreground is taken first (at most ``round(batch * fraction)``), background fills the rest of the batch
     (``batch - n_pos``, not ``n_pos`` as in seed 000). Both are drawn uniformly without replacement, all images
     at once: random keys, ``topk``, and a per-image count mask -- no Python loop, no host synchronisation.
-    Returns boolean masks ``(positive [N, M], negative [N, M])``.
+    ``uniform [N, M]`` (numbers in [0, 1), e.g. :func:`frcnn.modeling.keyed_random.keyed_uniform`) decides the
+    draw; without it they come from torch's generator. Returns boolean masks ``(positive [N, M], negative [N, M])``.
     """
     positive = labels == 1
     negative = labels == 0
     max_positive = int(round(batch_size_per_image * positive_fraction))
     num_positive = positive.sum(dim=1).clamp(max=max_positive)
     num_negative = negative.sum(dim=1).clamp(max=batch_size_per_image - num_positive)
-    return _random_subset(positive, num_positive, max_positive), _random_subset(
-        negative, num_negative, batch_size_per_image
-    )
+    if uniform is None:
+        uniform = torch.rand(labels.shape, device=labels.device)
+    # One number per candidate serves both draws: positives and negatives are disjoint.
+    return (_random_subset(positive, num_positive, max_positive, uniform),
+            _random_subset(negative, num_negative, batch_size_per_image, uniform))
 
 
-def _random_subset(candidates: Tensor, counts: Tensor, max_count: int) -> Tensor:
+def _random_subset(candidates: Tensor, counts: Tensor, max_count: int, uniform: Tensor) -> Tensor:
     """``[N, M]`` mask with ``counts[n]`` entries chosen uniformly among ``candidates[n]``."""
     k = min(max_count, candidates.shape[1])
     if k == 0:
         return torch.zeros_like(candidates)
-    keys = torch.rand(candidates.shape, device=candidates.device).masked_fill(~candidates, -1.0)
+    keys = uniform.masked_fill(~candidates, -1.0)
     top = keys.topk(k, dim=1).indices  # the k highest keys: candidates first, in random order
     chosen = torch.arange(k, device=candidates.device)[None, :] < counts[:, None]
     return torch.zeros_like(candidates).scatter_(1, top, chosen)

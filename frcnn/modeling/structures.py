@@ -5,10 +5,12 @@ Shapes: N images, G ground-truth slots per image (padded to the batch's largest 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
+
+from frcnn.modeling.keyed_random import keyed_uniform
 
 
 @dataclass
@@ -35,6 +37,14 @@ class GroundTruth:
     boxes: Tensor  # [N, G, 4] float32; padding slots hold a harmless unit box
     labels: Tensor  # [N, G] int64, 1..K; padding slots hold 0
     valid: Tensor  # [N, G] bool
+    keys: Optional[Tensor] = None  # [N] int64: each image's sampling key (frcnn.modeling.keyed_random)
+
+    def uniform(self, count: int, stream: int) -> Tensor:
+        """``[N, count]`` numbers in [0, 1) for the samplers: keyed per image when the targets carried keys (the
+        trainer's batches do), else from torch's generator."""
+        if self.keys is None:
+            return torch.rand(self.boxes.shape[0], count, device=self.boxes.device)
+        return keyed_uniform(self.keys, count, stream)
 
 
 @dataclass
