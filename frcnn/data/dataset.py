@@ -180,7 +180,11 @@ class DetectionDataset(Dataset):
         }
 
     # ----------------------------------------------------------------------------------------------- items
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+    def __getitem__(self, i) -> tuple[torch.Tensor, dict]:
+        """Image ``i`` and its target; ``i`` may be a training loader's ``KeyedSample``: then its flip follows from
+        its key, and the target carries ``sample_key`` and ``batch_sizes`` for the model."""
+        sample = i if isinstance(i, tuple) else None
+        i = sample[0] if sample is not None else i
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
@@ -206,7 +210,7 @@ class DetectionDataset(Dataset):
             ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, labels, difficult = boxes[ok], labels[ok.numpy()], difficult[ok.numpy()]
         if self.transform is not None:
-            image, boxes = self.transform(image, boxes)
+            image, boxes = self.transform(image, boxes, key=sample[1] if sample is not None else None)
         target = {
             "boxes": boxes,
             "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
@@ -215,6 +219,9 @@ class DetectionDataset(Dataset):
             "index": int(i),
             "orig_size": (height, width),
         }
+        if sample is not None:
+            target["sample_key"] = torch.tensor(sample[1], dtype=torch.int64)
+            target["batch_sizes"] = torch.tensor(sample[2], dtype=torch.int64).reshape(-1, 2)
         return image, target
 
     # ------------------------------------------------------------------------------------------- checking

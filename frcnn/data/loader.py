@@ -8,11 +8,13 @@ portrait, which keeps the padded batch small. Orientation comes from the annotat
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+from frcnn.modeling.keyed_random import combine_key
 
 
 def collate(batch):
@@ -36,6 +38,16 @@ def collate(batch):
     return list(images), list(targets)
 
 
+class KeyedSample(NamedTuple):
+    """One image of a training batch: its dataset index, its key (seed, global batch number, position in the global
+    batch: its flip and its samples in the model follow from it, whichever rank loads it) and the original (H, W)
+    of every image of the global batch (each rank then pads its share to the single-process canvas)."""
+
+    index: int
+    key: int
+    batch_sizes: Tuple[Tuple[int, int], ...] = ()
+
+
 class InfiniteGroupedBatchSampler(Sampler):
     """Yields lists of ``batch_size`` dataset indices forever.
 
@@ -47,13 +59,15 @@ class InfiniteGroupedBatchSampler(Sampler):
     """
 
     def __init__(self, group_ids: Optional[Sequence[int]], num_samples: int, *, batch_size: int, seed: int = 0,
-                 start_iter: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 start_iter: int = 0, rank: int = 0, world_size: int = 1,
+                 sizes: Optional[Sequence[Tuple[int, int]]] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_size % world_size or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} of {world_size} cannot take an equal share of batch_size {batch_size}")
         self.share = batch_size // world_size
         self.first = rank * self.share
+        self.sizes = sizes  # with sizes, batches are lists of KeyedSample (the training loader's); else of indices
         if num_samples < 1:
             raise ValueError("cannot sample batches from an empty dataset")
         self.group_ids = None if group_ids is None else np.asarray(group_ids, dtype=np.int64)
@@ -77,8 +91,15 @@ class InfiniteGroupedBatchSampler(Sampler):
                 if len(bucket) == self.batch_size:
                     buckets[key] = []
                     if produced >= self.start_iter:
-                        yield bucket[self.first:self.first + self.share]
+                        yield self._share(bucket, produced)
                     produced += 1
+
+    def _share(self, batch: list[int], number: int) -> list:
+        if self.sizes is None:
+            return batch[self.first:self.first + self.share]
+        sizes = tuple(tuple(self.sizes[i]) for i in batch)
+        keyed = [KeyedSample(i, combine_key(self.seed, number, position), sizes) for position, i in enumerate(batch)]
+        return keyed[self.first:self.first + self.share]
 
 
 def _loader_kwargs(loader_cfg) -> dict:
@@ -98,8 +119,9 @@ def make_train_loader(dataset, *, batch_size: int, loader_cfg, seed: int, start_
     """Infinite DataLoader of (images, targets) batches, aspect-grouped when ``loader_cfg.aspect_grouping``; this
     rank's share of each global batch of ``batch_size``."""
     group_ids = dataset.aspect_groups() if getattr(loader_cfg, "aspect_grouping", True) else None
+    sizes = [dataset.image_size(i) for i in range(len(dataset))]
     sampler = InfiniteGroupedBatchSampler(group_ids, len(dataset), batch_size=batch_size, seed=seed,
-                                          start_iter=start_iter, rank=rank, world_size=world_size)
+                                          start_iter=start_iter, rank=rank, world_size=world_size, sizes=sizes)
     generator = torch.Generator()
     generator.manual_seed(int(seed))  # seeds the workers' torch RNG (flips, jitter) reproducibly
     return DataLoader(dataset, batch_sampler=sampler, generator=generator, **_loader_kwargs(loader_cfg))

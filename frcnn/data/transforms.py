@@ -8,6 +8,8 @@ Randomness is torch's: seeded per DataLoader worker from the loader's generator 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -28,7 +30,17 @@ class TrainTransform:
         s = self.color_jitter
         self._jitter = v2.ColorJitter(brightness=s, contrast=s, saturation=s) if s > 0 else None
 
-    def __call__(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, boxes: torch.Tensor, key: Optional[int] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``key`` (a training loader's sample key) the random choices follow from it alone, not from the
+        loading process's generator (which it leaves untouched): an image flips the same on 1 or N processes."""
+        if key is None:
+            return self._apply(image, boxes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key & ((1 << 63) - 1))
+            return self._apply(image, boxes)
+
+    def _apply(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._flip is not None:
             height, width = image.shape[-2:]
             wrapped = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))

@@ -13,14 +13,17 @@ from helpers import compose_config
 from helpers import data as tiny
 
 TARGET_KEYS = {"boxes", "labels", "difficult", "image_id", "index", "orig_size"}
+TRAINING_KEYS = {"sample_key", "batch_sizes"}  # the training loader's: each image's key, the global batch's sizes
 
 
-def _check_batch(images, targets, batch_size, num_classes, id_type):
+def _check_batch(images, targets, batch_size, num_classes, id_type, training=False):
     assert isinstance(images, list) and isinstance(targets, list)
     assert len(images) == len(targets) == batch_size
     for image, target in zip(images, targets):
         assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
-        assert set(target) == TARGET_KEYS
+        assert set(target) == TARGET_KEYS | (TRAINING_KEYS if training else set())
+        if training:
+            assert target["sample_key"].dtype == torch.int64 and target["batch_sizes"].shape == (batch_size, 2)
         assert target["orig_size"] == tuple(image.shape[1:])
         boxes, labels = target["boxes"], target["labels"]
         assert boxes.dtype == torch.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
@@ -45,7 +48,7 @@ def test_shapes_through_the_config(tmp_path, fmt, id_type):
         assert test.label_to_category_id == {1: 1, 2: 2, 3: 3} and test.coco is not None
     loader = build_train_loader(train, batch_size=2, loader_cfg=cfg.loader, seed=0)
     for images, targets in itertools.islice(iter(loader), 6):  # more batches than one pass: infinite
-        _check_batch(images, targets, 2, 3, id_type)
+        _check_batch(images, targets, 2, 3, id_type, training=True)
         assert len({int(im.shape[1] > im.shape[2]) for im in images}) == 1
     seen = []
     for images, targets in build_test_loader(test, batch_size=3, loader_cfg=cfg.loader):
@@ -66,7 +69,7 @@ def test_train_loader_with_workers(shapes_root):
     again = [t["index"] for _, targets in itertools.islice(iter(loader), 3) for t in targets]
     assert first == again  # each pass restarts the seeded sequence
     for images, targets in itertools.islice(iter(loader), 2):
-        _check_batch(images, targets, 2, 3, str)
+        _check_batch(images, targets, 2, 3, str, training=True)
     del loader
 
 
