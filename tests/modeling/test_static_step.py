@@ -23,14 +23,15 @@ def model(small_config):
 def core_inputs(model, targets=None):
     images = [torch.rand(3, 120, 160), torch.rand(3, 130, 110)]
     batch, gt = model.preprocessor(images, targets)
-    gt_tensors = (gt.boxes, gt.labels, gt.valid) if gt is not None else ()
+    gt_tensors = (gt.boxes, gt.labels, gt.valid, gt.keys) if gt is not None else ()
     return (batch.tensor, batch.image_sizes, batch.scales, batch.original_sizes, *gt_tensors)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_the_core_is_one_graph(model, mode):
     model.train(mode == "train")
-    inputs = core_inputs(model, [BOXES, ONE_BOX] if mode == "train" else None)
+    keyed = [{**BOXES, "sample_key": torch.tensor(11)}, {**ONE_BOX, "sample_key": torch.tensor(12)}]  # the loader's
+    inputs = core_inputs(model, keyed if mode == "train" else None)
     explanation = torch._dynamo.explain(model.core)(*inputs)
     assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
     assert explanation.graph_count == 1
