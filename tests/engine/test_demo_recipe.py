@@ -20,6 +20,7 @@ from helpers import compose_config
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 8 minutes alone on 2 cores; the default 600 s left no room for a busy machine
 def test_shapes_demo_detects_on_the_test_split(tmp_path):
     cfg = compose_config(["experiment=shapes", f"dataset.root={tmp_path / 'shapes'}", "train.progress_bar=false",
                           "train.checkpoint_period=0"])
