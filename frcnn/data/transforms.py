@@ -37,7 +37,7 @@ class TrainTransform:
         if key is None:
             return self._apply(image, boxes)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key & ((1 << 63) - 1))
+            torch.default_generator.manual_seed(key & ((1 << 63) - 1))  # the CPU generator only, not CUDA's
             return self._apply(image, boxes)
 
     def _apply(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
