@@ -36,7 +36,8 @@ def _evaluate(cfg: DictConfig, run_dir: Path, device, env: DistEnv) -> dict:
 
     model, ds_cfg = _trained_model(cfg, device)
     dataset = build_dataset(ds_cfg, str(cfg.split), train=False, loader_cfg=cfg.loader)
-    dataset.check_images()
+    if env.rank == 0:  # every header once, not once per rank (the others wait for rank 0 in the gather)
+        dataset.check_images()
     loader = build_test_loader(dataset, batch_size=int(cfg.batch_size), loader_cfg=cfg.loader, rank=env.rank,
                                world_size=env.world_size)
     log.info("evaluating on %s (%d images), metric %s", getattr(dataset, "name", cfg.split), len(dataset),

@@ -137,7 +137,8 @@ def prepare_training_set(cfg: DictConfig):
     classes = list(train_set.classes)
     with open_dict(cfg):
         cfg.dataset.classes = classes
-    train_set.check_images()
+    if is_main_process():  # every header once, not once per rank (the others wait for rank 0 in DDP's set-up)
+        train_set.check_images()
     log.info("training data: %s", train_set)
     return train_set, classes
 
@@ -199,7 +200,8 @@ class TrainingEvaluation:
 
         tc = self.cfg.train
         dataset = build_dataset(self.cfg.dataset, str(tc.eval_split), train=False, loader_cfg=self.cfg.loader)
-        dataset.check_images()  # before the first step: a broken file must not surface after hours of training
+        if is_main_process():  # before the first step: a broken file must not surface after hours of training
+            dataset.check_images()
         env = env_from()  # under torchrun each rank evaluates its share of the batches
         self.loader = build_test_loader(dataset, batch_size=int(tc.eval_batch_size), loader_cfg=self.cfg.loader,
                                         rank=env.rank, world_size=env.world_size)
