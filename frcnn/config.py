@@ -19,7 +19,8 @@ def _list(*values):
 # ----------------------------------------------------------------------------------------------------------- model
 @dataclass
 class BackboneConfig:
-    name: str = "vgg16"  # vgg16 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    # vgg16 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 (C4) | resnet18_fpn .. resnet152_fpn (FPN)
+    name: str = "vgg16"
     pretrained: bool = False  # torchvision ImageNet weights (needs network access once, then cached)
     weights: Optional[str] = None  # local state-dict file in torchvision's layout; wins over `pretrained`
     # Normalisation in ResNets: frozen_bn (the paper's choice with ImageNet weights), bn (trainable, for training
@@ -41,6 +42,9 @@ class InputConfig:
     pixel_mean: List[float] = _list(0.485, 0.456, 0.406)  # torchvision ImageNet statistics, RGB in [0, 1]
     pixel_std: List[float] = _list(0.229, 0.224, 0.225)
     size_divisible: int = 32  # padded batch height and width are multiples of this
+    # Resized sides: round (nearest pixel) | floor (torchvision's detectors: floor(side * scale), which the FPN
+    # configs use so that torchvision's trained weights see the inputs they were trained on).
+    resize_rounding: str = "round"
 
 
 @dataclass
@@ -49,6 +53,9 @@ class AnchorConfig:
     ratios: List[float] = _list(0.5, 1.0, 2.0)  # height / width
     stride: int = 16  # feature stride of the trunk (both backbones are 16)
     offset: float = 0.5  # cell centre at (i + offset) * stride: 0.5 puts the first centre at (8, 8)
+    # FPN trunks only: the anchor side (ratio 1) of each level, P2..P6, by torchvision's rule (anchors centred on
+    # the cell corners, half-sides rounded to pixels); `scales`, `stride` and `offset` are then not used.
+    sizes: List[float] = _list()
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RPNConfig:
     allowed_border: float = 0.0  # anchors crossing the image border by more than this are ignored in training
     smooth_l1_sigma: float = 3.0
     conv_channels: int = 512  # width of the 3x3 conv; -1 uses the trunk's output channels
+    conv_depth: int = 1  # 3x3 conv + ReLU layers before the 1x1 outputs (torchvision's v2 FPN detector: 2)
 
 
 @dataclass
@@ -82,6 +90,9 @@ class ROIConfig:
     pooler: str = "align"  # align (torchvision roi_align) | pool (roi_pool)
     pool_size: int = 7
     sampling_ratio: int = 2  # roi_align samples per bin side; 0 = adaptive (ceil(roi_size / pool_size))
+    # roi_align's pixel model: true = pixel centres at +0.5 (right for continuous boxes); torchvision's FPN
+    # detectors were trained with false (MultiScaleRoIAlign's choice), which the FPN configs keep.
+    aligned: bool = True
     class_agnostic: bool = False
     box_target_stds: List[float] = _list(0.1, 0.1, 0.2, 0.2)  # regression targets are divided by these
     smooth_l1_sigma: float = 1.0
@@ -91,11 +102,26 @@ class ROIConfig:
 
 
 @dataclass
+class FPNConfig:
+    """FPN trunks only (backbone=resnet*_fpn): the pyramid and the box head on its ROI features."""
+
+    channels: int = 256  # channels of every pyramid level
+    norm: str = "none"  # none | bn | frozen_bn: after the pyramid's and the conv4_fc box head's convolutions
+    box_head: str = "two_fc"  # two_fc (torchvision's v1: fc6, fc7) | conv4_fc (v2: four 3x3 convs, one fc)
+    representation_size: int = 1024  # width of the box head's last fc layer
+
+
+@dataclass
 class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi: ROIConfig = field(default_factory=ROIConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    # A whole detector to start training from: one of our checkpoints (last.pt) or a torchvision detection state
+    # dict (fasterrcnn_resnet50_fpn / _v2, saved with torch.save(model.state_dict(), PATH)). With another number of
+    # classes the class-specific predictor starts fresh; README, "Fine-tune a COCO-trained detector".
+    weights: Optional[str] = None
     # NHWC activations and weights: oneDNN (CPU) and cuDNN (tensor cores) run convolutions faster in this layout
     # (the README's Speed section has the figures).
     channels_last: bool = True

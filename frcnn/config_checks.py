@@ -167,7 +167,9 @@ def train_rules() -> Dict[str, Rule]:
 
 def _model_rules() -> Dict[str, Rule]:
     from frcnn.modeling.backbones import BACKBONES, NORMS, Backbone
+    from frcnn.modeling.fpn import BOX_HEADS, FPN_NORMS
     from frcnn.modeling.pooling import POOLERS
+    from frcnn.modeling.preprocess import RESIZE_ROUNDINGS
 
     return {
         "device": DEVICE,
@@ -180,6 +182,8 @@ def _model_rules() -> Dict[str, Rule]:
         "model.input.pixel_mean": ListOf(Number(), length=3),
         "model.input.pixel_std": ListOf(POSITIVE, length=3),
         "model.input.size_divisible": COUNT,
+        "model.input.resize_rounding": OneOf(RESIZE_ROUNDINGS),
+        "model.anchor.sizes": ListOf(POSITIVE, nonempty=False),
         "model.anchor.scales": ListOf(POSITIVE),
         "model.anchor.ratios": ListOf(POSITIVE),
         # build_model takes no other: the anchors' stride is the trunk's, and every backbone's trunk has this one.
@@ -198,6 +202,11 @@ def _model_rules() -> Dict[str, Rule]:
         "model.rpn.allowed_border": Number(note="negative = no border filter"),
         "model.rpn.smooth_l1_sigma": POSITIVE,
         "model.rpn.conv_channels": Number(1, also=(-1,), note="-1 = the trunk's channels"),
+        "model.rpn.conv_depth": COUNT,
+        "model.fpn.channels": COUNT,
+        "model.fpn.norm": OneOf(FPN_NORMS),
+        "model.fpn.box_head": OneOf(BOX_HEADS),
+        "model.fpn.representation_size": COUNT,
         "model.roi.batch_size_per_image": COUNT,
         "model.roi.positive_fraction": UNIT,
         "model.roi.fg_iou_thresh": UNIT,

@@ -25,3 +25,19 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str
             shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
             parts.append(f"{label}: {shown}")
     return "; ".join(parts)
+
+
+def read_state_dict(path, setting: str) -> dict:
+    """The dict of tensors saved in ``path`` (``torch.load(weights_only=True)``: nothing but tensors and plain
+    containers is unpickled); a ``ConfigError`` naming ``setting`` and the file when it cannot be one."""
+    from frcnn.errors import ConfigError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{setting}: file not found: {path}") from None
+    except Exception as error:  # unreadable, truncated, or a pickle that is more than tensors
+        raise ConfigError(f"{setting}: cannot read {path} as a state dict: {error}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{setting}: {path} holds a {type(state).__name__}, not a state dict")
+    return state

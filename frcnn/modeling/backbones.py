@@ -3,17 +3,19 @@
 - ``vgg16``: trunk = ``features`` up to conv5_3 + ReLU (the last max-pool dropped); head = fc6, fc7 of the VGG
   classifier (so ImageNet weights load unchanged); ROI features must be 7 x 7 x 512.
 - ``resnet18..152`` in the C4 layout: trunk = stem, layer1..layer3; head = layer4 + global average pooling.
+- ``resnet18_fpn..resnet152_fpn``: trunk = the whole ResNet with a feature pyramid (:mod:`frcnn.modeling.fpn`),
+  returning a list of five levels; the box head is built from ``model.fpn`` (``box_head`` is None here).
   With ``norm="frozen_bn"`` each convolution and the frozen BatchNorm after it are folded into one
   ``FrozenBNConv2d`` (see there): the same function, one pass over the activations fewer.
 
-Shapes: trunk ``[N, 3, H, W] -> [N, C, H / 16, W / 16]``; head ``[R, C, p, p] -> [R, D]``.
+Shapes: trunk ``[N, 3, H, W] -> [N, C, H / 16, W / 16]`` (FPN: a list, one per level); head
+``[R, C, p, p] -> [R, D]``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
-import torch
 import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -21,13 +23,15 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from frcnn.errors import ConfigError
-from frcnn.state_dicts import state_dict_mismatch
+from frcnn.modeling.fpn import LEVEL_STRIDES, FPNTrunk
+from frcnn.state_dicts import read_state_dict, state_dict_mismatch
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-BACKBONES = ("vgg16",) + RESNETS
+FPN_BACKBONES = tuple(f"{name}_fpn" for name in RESNETS)
+BACKBONES = ("vgg16",) + RESNETS + FPN_BACKBONES
 # Default number of leading trunk parts frozen: VGG16's conv1 + conv2 blocks (10 modules of `features`, as in the
-# paper and jwyang), a ResNet's stem + layer1.
-DEFAULT_FREEZE_AT = {"vgg16": 10, **{name: 2 for name in RESNETS}}
+# paper and jwyang), a ResNet's stem + layer1 (torchvision's FPN detectors: trainable_backbone_layers=3, the same).
+DEFAULT_FREEZE_AT = {"vgg16": 10, **{name: 2 for name in RESNETS + FPN_BACKBONES}}
 NORMS = ("frozen_bn", "bn", "sync_bn", "gn")  # sync_bn: bn, synchronised over the ranks of a torchrun job
 
 
@@ -35,9 +39,14 @@ NORMS = ("frozen_bn", "bn", "sync_bn", "gn")  # sync_bn: bn, synchronised over t
 class Backbone:
     trunk: nn.Module
     trunk_channels: int
-    box_head: nn.Module
+    box_head: Optional[nn.Module]  # None for FPN trunks: frcnn.modeling.build makes it from model.fpn
     representation_size: int
     stride: int = 16
+    level_strides: Tuple[int, ...] = ()  # FPN: the stride of each level the trunk returns
+
+
+def is_fpn(name: str) -> bool:
+    return name.endswith("_fpn")
 
 
 class WeightsMismatchError(ConfigError):
@@ -53,6 +62,8 @@ def build_backbone(
     freeze_at: int = -1,
     width: float = 1.0,
     fold_frozen_bn: bool = True,
+    fpn_channels: int = 256,
+    fpn_norm: str = "none",
 ) -> Backbone:
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
@@ -60,16 +71,21 @@ def build_backbone(
         raise ConfigError(f"unknown backbone.norm {norm!r}; choose one of: {', '.join(NORMS)}")
     if width != 1.0 and (name == "vgg16" or pretrained or weights):
         raise ConfigError("backbone.width != 1 needs a ResNet trained from scratch (no pretrained weights)")
-    model = _torchvision_model(name, norm, width)
+    classifier = name[: -len("_fpn")] if is_fpn(name) else name  # the ImageNet model the trunk comes from
+    model = _torchvision_model(classifier, norm, width)
     if weights:
-        load_torchvision_weights(model, weights, name)
+        load_torchvision_weights(model, weights, classifier)
     elif pretrained:
-        _load_imagenet_weights(model, name)
+        _load_imagenet_weights(model, classifier)
     freeze_at = DEFAULT_FREEZE_AT[name] if freeze_at < 0 else freeze_at
-    backbone = _split_vgg16(model, freeze_at) if name == "vgg16" else _split_resnet(model, freeze_at)
+    if is_fpn(name):
+        backbone = _resnet_fpn(model, freeze_at, fpn_channels, fpn_norm)
+    else:
+        backbone = _split_vgg16(model, freeze_at) if name == "vgg16" else _split_resnet(model, freeze_at)
     if fold_frozen_bn:
-        fold_frozen_batchnorm(backbone.trunk)
-        fold_frozen_batchnorm(backbone.box_head)
+        for part in (backbone.trunk, backbone.box_head):
+            if part is not None:
+                fold_frozen_batchnorm(part)
     return backbone
 
 
@@ -121,13 +137,9 @@ class NarrowResNet(ResNet):
 def load_torchvision_weights(model: nn.Module, path: str, name: str) -> None:
     """Load a state dict in torchvision's layout for ``name``; errors name the file and the keys that do not fit."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsMismatchError(f"backbone.weights: file not found: {path}") from None
-    except Exception as error:  # unreadable, truncated, or a pickle that is more than tensors
-        raise WeightsMismatchError(f"backbone.weights: cannot read {path} as a state dict: {error}") from None
-    if not isinstance(state, dict):
-        raise WeightsMismatchError(f"backbone.weights: {path} holds a {type(state).__name__}, not a state dict")
+        state = read_state_dict(path, "backbone.weights")
+    except ConfigError as error:
+        raise WeightsMismatchError(str(error)) from None
     expected = model.state_dict()
     # FrozenBatchNorm2d has no num_batches_tracked buffer; torchvision's files do. Not a mismatch.
     given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}
@@ -182,6 +194,16 @@ def _split_resnet(model: nn.Module, freeze_at: int) -> Backbone:
     trunk_channels = _out_channels(model.layer3)
     head = ResNetC4Head(model.layer4)
     return Backbone(trunk, trunk_channels, head, representation_size=_out_channels(model.layer4))
+
+
+def _resnet_fpn(model: nn.Module, freeze_at: int, channels: int, norm: str) -> Backbone:
+    parts = [[model.conv1, model.bn1], model.layer1, model.layer2, model.layer3, model.layer4]
+    for part in parts[:freeze_at]:
+        for module in part if isinstance(part, list) else [part]:
+            _freeze(module)
+    in_channels = [_out_channels(layer) for layer in parts[1:]]
+    trunk = FPNTrunk(model, in_channels=in_channels, channels=channels, norm=norm)
+    return Backbone(trunk, channels, box_head=None, representation_size=0, level_strides=LEVEL_STRIDES)
 
 
 def _out_channels(layer: nn.Sequential) -> int:

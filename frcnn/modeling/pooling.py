@@ -8,13 +8,15 @@ and take the whole batch at once.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
@@ -53,6 +55,46 @@ def pool_rois(
     else:
         pooled = _pool_in_threads(op, pooled_input, rois, threads)
     return pooled.to(features.dtype)
+
+
+def pool_rois_by_level(
+    levels: Sequence[Tensor], rois: Tensor, *, strides: Sequence[int], pooler: str, output_size: int,
+    sampling_ratio: int, aligned: bool = True, canonical_size: float = 224.0, canonical_level: int = 4,
+) -> Tensor:
+    """Like :func:`pool_rois`, each ROI from the pyramid level its size selects (FPN paper, eq. 1, as torchvision's
+    ``MultiScaleRoIAlign``): level ``floor(canonical_level + log2(sqrt(area) / canonical_size))``, clamped to the
+    levels given (``strides`` = 4, 8, 16, 32 for P2..P5).
+
+    One pooling call for all levels, static shapes, no host read: the levels are stacked into one batch of maps of
+    the finest level's size, each padded on the right and bottom by repeating its last column and row (a sample the
+    kernel would clamp to a level's border then reads the same value there), and each ROI is scaled to its level
+    beforehand and pooled from its level's copy of its image (``spatial_scale=1``).
+    """
+    num_images = levels[0].shape[0]
+    level = roi_levels(rois[:, 1:], strides, canonical_size, canonical_level)
+    scales = torch.tensor([1.0 / s for s in strides], dtype=torch.float32, device=rois.device)[level]
+    scaled = torch.cat([(level * num_images + rois[:, 0].long()).to(rois.dtype)[:, None],
+                        rois[:, 1:] * scales[:, None].to(rois.dtype)], dim=1)
+    return pool_rois(stack_levels(levels), scaled, pooler=pooler, output_size=output_size, spatial_scale=1.0,
+                     sampling_ratio=sampling_ratio, aligned=aligned)
+
+
+def roi_levels(boxes: Tensor, strides: Sequence[int], canonical_size: float, canonical_level: int) -> Tensor:
+    """``[R]`` index into ``strides`` of each box's level (torchvision's ``LevelMapper``, in its float32 steps)."""
+    k_min, k_max = math.log2(strides[0]), math.log2(strides[-1])
+    side = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    target = torch.floor(canonical_level + torch.log2(side / canonical_size) + torch.tensor(1e-6, dtype=side.dtype))
+    return (target.clamp(min=k_min, max=k_max).to(torch.int64) - int(k_min))
+
+
+def stack_levels(levels: Sequence[Tensor]) -> Tensor:
+    """``[L * N, C, H_0, W_0]``: level l of image i at index ``l * N + i``, edge-padded to the first level's size."""
+    height, width = levels[0].shape[-2:]
+    padded: List[Tensor] = [levels[0]]
+    for features in levels[1:]:
+        pad = (0, width - features.shape[-1], 0, height - features.shape[-2])
+        padded.append(F.pad(features, pad, mode="replicate"))
+    return torch.cat(padded)
 
 
 def _useful_threads(features: Tensor, rois: Tensor) -> int:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from frcnn.modeling.structures import GroundTruth, ImageBatch
 
+RESIZE_ROUNDINGS = ("round", "floor")
 # Padding slots of the ground truth hold this box so that box coding against them stays finite.
 _PAD_BOX = (0.0, 0.0, 1.0, 1.0)
 
@@ -45,6 +46,7 @@ class Preprocessor(nn.Module):
         pixel_std: Sequence[float],
         size_divisible: int = 32,
         channels_last: bool = False,
+        resize_rounding: str = "round",
     ):
         super().__init__()
         if not min_size:
@@ -53,6 +55,10 @@ class Preprocessor(nn.Module):
         self.max_size = int(max_size)
         self.size_divisible = size_divisible
         self.channels_last = channels_last
+        if resize_rounding not in RESIZE_ROUNDINGS:
+            raise ValueError(f"model.input.resize_rounding must be one of {', '.join(RESIZE_ROUNDINGS)}, "
+                             f"got {resize_rounding!r}")
+        self.resize_rounding = resize_rounding
         # Training batches padded to their size bucket (not just to size_divisible), ground-truth slots marked
         # dynamic: what a compiled step needs to compile one graph per bucket (FasterRCNN.compile_core sets it).
         self.static = False
@@ -90,17 +96,19 @@ class Preprocessor(nn.Module):
         return self.min_size[-1]
 
     def resized_size(self, height: int, width: int, shortest: int) -> Tuple[int, int]:
-        """Shortest side to ``shortest``, unless the longest side would then exceed ``max_size``."""
-        scale = shortest / min(height, width)
-        if max(height, width) * scale > self.max_size:
-            scale = self.max_size / max(height, width)
-        return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+        """Shortest side to ``shortest``, unless the longest side would then exceed ``max_size``; sides rounded
+        to the nearest pixel or, with ``resize_rounding="floor"``, down (torchvision's ``int(side * scale)``)."""
+        scale = min(shortest / min(height, width), self.max_size / max(height, width))
+        to_int = int if self.resize_rounding == "floor" else round
+        return max(1, to_int(height * scale)), max(1, to_int(width * scale))
 
     def _normalize_and_resize(self, image: Tensor, height: int, width: int) -> Tensor:
         # uint8 images (what the data loader ships: 4x less to copy) are scaled here; floats are taken as [0, 1].
         image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        return (image - self.pixel_mean) / self.pixel_std
+        # Normalised first, as torchvision's GeneralizedRCNNTransform does: the same function (resizing is linear),
+        # and the same float rounding, so that torchvision's trained detectors get bit-for-bit their inputs.
+        image = (image - self.pixel_mean) / self.pixel_std
+        return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
     def _canvas(self, images: List[Tensor], shortest: int, targets=None) -> Tuple[int, int]:
         """The padded batch's (height, width): the smallest that holds the batch (rounded up to

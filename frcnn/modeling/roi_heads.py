@@ -5,7 +5,7 @@ R = N * S (or N * P at inference) pooled regions, K object classes (labels 1..K,
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
 from frcnn.modeling.losses import batch_count, masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
 from frcnn.modeling.nms import host_reads_are_free, nms_keep
-from frcnn.modeling.pooling import POOLERS, pool_rois
+from frcnn.modeling.pooling import POOLERS, pool_rois, pool_rois_by_level
 from frcnn.modeling.sampling import gather_selected, sample_balanced
 from frcnn.modeling.structures import Detections, GroundTruth, ImageBatch
 
@@ -46,9 +46,11 @@ class ROIHeads(nn.Module):
         representation_size: int,
         num_classes: int,
         spatial_scale: float,
+        level_strides: Sequence[int] = (),
         pooler: str = "align",
         pool_size: int = 7,
         sampling_ratio: int = 2,
+        aligned: bool = True,
         class_agnostic: bool = False,
         batch_size_per_image: int = 128,
         positive_fraction: float = 0.25,
@@ -75,9 +77,8 @@ class ROIHeads(nn.Module):
         )
         self.num_classes = num_classes
         self.spatial_scale = spatial_scale
-        self.pooler = pooler
-        self.pool_size = pool_size
-        self.sampling_ratio = sampling_ratio
+        self.level_strides = tuple(level_strides)  # FPN: ROIs pooled from these levels (the trunk's first ones)
+        self.pooler, self.pool_size, self.sampling_ratio, self.aligned = pooler, pool_size, sampling_ratio, aligned
         # [lo, hi) -> background, >= fg -> foreground, the rest (below lo, or between hi and fg) ignored.
         self.matcher = Matcher(
             (bg_iou_thresh_lo, bg_iou_thresh_hi, fg_iou_thresh), (-1, 0, -1, 1), allow_low_quality_matches=False
@@ -86,9 +87,7 @@ class ROIHeads(nn.Module):
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.smooth_l1_sigma = smooth_l1_sigma
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
 
     def forward(
         self,
@@ -106,13 +105,18 @@ class ROIHeads(nn.Module):
         return self.detect(features, proposals, proposal_valid, batch), {}
 
     # ------------------------------------------------------------------------------------------------- shared
-    def pool(self, features: Tensor, rois: Tensor) -> Tensor:
-        """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels)."""
+    def pool(self, features: Union[Tensor, List[Tensor]], rois: Tensor) -> Tensor:
+        """ROI features ``[N * S, C, pool, pool]`` for ``rois [N, S, 4]`` (network-input pixels), from one feature
+        map or, for a pyramid, from the level each ROI's size selects."""
         num_images, per_image = rois.shape[:2]
         image_index = torch.arange(num_images, device=rois.device, dtype=rois.dtype).repeat_interleave(per_image)
         rois_with_index = torch.cat([image_index[:, None], rois.reshape(-1, 4)], dim=1)
-        return pool_rois(features, rois_with_index, pooler=self.pooler, output_size=self.pool_size,
-                         spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio)
+        options = dict(pooler=self.pooler, output_size=self.pool_size, sampling_ratio=self.sampling_ratio,
+                       aligned=self.aligned)
+        if isinstance(features, (list, tuple)):
+            levels = features[: len(self.level_strides)]
+            return pool_rois_by_level(levels, rois_with_index, strides=self.level_strides, **options)
+        return pool_rois(features, rois_with_index, spatial_scale=self.spatial_scale, **options)
 
     def predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
         with record_function("frcnn.roi.pool"):
@@ -176,7 +180,7 @@ class ROIHeads(nn.Module):
         boxes = boxes.expand(-1, num_classes, 4).reshape(num_images, per_image * num_classes, 4)
         boxes = clip_boxes(boxes, batch.image_sizes).reshape(num_images, per_image, num_classes, 4)
         widths, heights = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-        usable = (scores > self.score_thresh) & proposal_valid[..., None] & (widths > 1e-2) & (heights > 1e-2)
+        usable = (scores > self.score_thresh) & proposal_valid[..., None] & (widths >= 1e-2) & (heights >= 1e-2)
         scores = scores.masked_fill(~usable, float("-inf"))
 
         # One NMS group per (image, class): [N * K, P] boxes, each group sorted by its class score.

@@ -1,12 +1,13 @@
 """Region proposal network: head, anchor targets and losses, proposal layer -- all images of a batch at once.
 
-Shapes: N images, C trunk channels, H x W feature map, A anchors per cell, T = H * W * A anchors per image,
-G ground-truth slots per image, P = post-NMS proposals per image.
+Shapes: N images, C trunk channels, L feature levels (1 for C4 trunks, 5 for FPN ones) of H_l x W_l cells,
+A anchors per cell, T = sum of H_l * W_l * A anchors per image, G ground-truth slots per image, P = post-NMS
+proposals per image.
 Naming: ``pred_*`` are network outputs, ``gt_*`` ground truth, ``*_per_image`` tensors with a leading N.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from frcnn.boxes import BoxCoder, batched_box_iou, clip_boxes
-from frcnn.modeling.anchors import AnchorGenerator, anchors_inside
+from frcnn.modeling.anchors import AnchorGenerator, PyramidAnchorGenerator, anchors_inside
 from frcnn.modeling.losses import batch_count, masked_mean, smooth_l1
 from frcnn.modeling.matcher import Matcher
 from frcnn.modeling.nms import nms_keep
@@ -23,24 +24,38 @@ from frcnn.modeling.structures import GroundTruth, ImageBatch
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then per anchor one objectness logit and four box deltas (1x1 convs).
+    """3x3 conv + ReLU (``conv_depth`` of them), then per anchor one objectness logit and four box deltas (1x1
+    convs), shared by every level of a feature pyramid.
 
     One logit with a sigmoid instead of the paper's two-way softmax: the paper notes both are equivalent, and one
     channel per anchor halves the head and the loss work.
     """
 
-    def __init__(self, *, in_channels: int, conv_channels: int, num_anchors: int):
+    def __init__(self, *, in_channels: int, conv_channels: int, num_anchors: int, conv_depth: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, conv_channels, kernel_size=3, padding=1)
+        # torchvision's v2 FPN detector has two (conv_depth=2); separate names keep one-conv checkpoints loading.
+        self.extra_convs = nn.ModuleList(
+            nn.Conv2d(conv_channels, conv_channels, kernel_size=3, padding=1) for _ in range(conv_depth - 1)
+        )
         self.objectness = nn.Conv2d(conv_channels, num_anchors, kernel_size=1)
         self.deltas = nn.Conv2d(conv_channels, num_anchors * 4, kernel_size=1)
-        for layer in (self.conv, self.objectness, self.deltas):
+        for layer in (self.conv, *self.extra_convs, self.objectness, self.deltas):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
-        """``features [N, C, H, W]`` -> ``pred_objectness [N, T]``, ``pred_deltas [N, T, 4]`` in anchor order."""
+    def forward(self, levels: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """``levels``: feature maps ``[N, C, H_l, W_l]`` -> ``pred_objectness [N, T]``, ``pred_deltas [N, T, 4]``
+        in anchor order (level by level), T = sum of H_l * W_l * A."""
+        outputs = [self._one_level(features) for features in levels]
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([o for o, _ in outputs], dim=1), torch.cat([d for _, d in outputs], dim=1)
+
+    def _one_level(self, features: Tensor) -> Tuple[Tensor, Tensor]:
         hidden = F.relu(self.conv(features))
+        for conv in self.extra_convs:
+            hidden = F.relu(conv(hidden))
         objectness = self.objectness(hidden)  # [N, A, H, W]
         deltas = self.deltas(hidden)  # [N, A * 4, H, W]
         n, a, h, w = objectness.shape
@@ -54,7 +69,7 @@ class RegionProposalNetwork(nn.Module):
         self,
         *,
         head: RPNHead,
-        anchor_generator: AnchorGenerator,
+        anchor_generator: Union[AnchorGenerator, PyramidAnchorGenerator],
         fg_iou_thresh: float,
         bg_iou_thresh: float,
         batch_size_per_image: int,
@@ -82,16 +97,22 @@ class RegionProposalNetwork(nn.Module):
         self.smooth_l1_sigma = smooth_l1_sigma
 
     def forward(
-        self, features: Tensor, batch: ImageBatch, gt: Optional[GroundTruth] = None
+        self, features: Union[Tensor, List[Tensor]], batch: ImageBatch, gt: Optional[GroundTruth] = None
     ) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
-        """Proposals ``[N, P, 4]`` (network-input pixels), their validity ``[N, P]`` and, in training, the losses."""
+        """Proposals ``[N, P, 4]`` (network-input pixels), their validity ``[N, P]`` and, in training, the losses.
+
+        ``features``: one map (C4 trunks) or a list of levels (FPN trunks)."""
+        levels = list(features) if isinstance(features, (list, tuple)) else [features]
         with record_function("frcnn.rpn.head"):
-            pred_objectness, pred_deltas = self.head(features)
+            pred_objectness, pred_deltas = self.head(levels)
         with record_function("frcnn.rpn.anchors"):
-            anchors = self.anchor_generator(features.shape[-2], features.shape[-1])
+            feature_sizes = [tuple(level.shape[-2:]) for level in levels]
+            anchors = self.anchor_generator.grid(feature_sizes, tuple(batch.tensor.shape[-2:]))
+        level_counts = [h * w * self.anchor_generator.num_anchors_per_cell for h, w in feature_sizes]
         mode = "train" if self.training else "test"
         with record_function("frcnn.rpn.proposals"):
-            proposals, valid = self.propose(pred_objectness.detach(), pred_deltas.detach(), anchors, batch, mode)
+            proposals, valid = self.propose(pred_objectness.detach(), pred_deltas.detach(), anchors, batch, mode,
+                                            level_counts)
         losses: Dict[str, Tensor] = {}
         if self.training:
             if gt is None:
@@ -126,30 +147,55 @@ class RegionProposalNetwork(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ proposals
     def propose(
-        self, pred_objectness: Tensor, pred_deltas: Tensor, anchors: Tensor, batch: ImageBatch, mode: str
+        self, pred_objectness: Tensor, pred_deltas: Tensor, anchors: Tensor, batch: ImageBatch, mode: str,
+        level_counts: Optional[List[int]] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """Decode, clip, drop small boxes, keep the top-N, NMS, keep the top-N again; per image, all at once.
+        """Per level: keep the top-N, decode, clip, drop small boxes, NMS; then the best P over all levels.
 
-        Returns ``proposals [N, P, 4]`` sorted by score within each image and ``valid [N, P]`` (False where an
-        image has fewer than P surviving boxes).
+        The levels of a pyramid compete only after NMS, as in torchvision's RPN (per-level top-N and per-level NMS);
+        a C4 trunk has one level. All images and levels at once. Returns ``proposals [N, P, 4]`` sorted by score
+        within each image and ``valid [N, P]`` (False where an image has fewer than P surviving boxes).
         """
-        num_images, num_anchors = pred_objectness.shape
-        pre_nms = min(self.pre_nms_top_n[mode], num_anchors)
-        post_nms = self.post_nms_top_n[mode]
-        scores, top = pred_objectness.float().topk(pre_nms, dim=1)  # [N, k], sorted
+        pre_nms, post_nms = self.pre_nms_top_n[mode], self.post_nms_top_n[mode]
+        scores, top = top_per_level(pred_objectness.float(), level_counts or [anchors.shape[0]], pre_nms)  # [N,L,k]
+        num_images, num_levels, per_level = scores.shape
+        top = top.view(num_images, -1)
         deltas = pred_deltas.gather(1, top.unsqueeze(-1).expand(-1, -1, 4))
-        boxes = clip_boxes(self.box_coder.decode(deltas, anchors[top]), batch.image_sizes)  # [N, k, 4]
+        boxes = clip_boxes(self.box_coder.decode(deltas, anchors[top]), batch.image_sizes)  # [N, L * k, 4]
 
         # min_size is in original-image pixels (jwyang's RPN_MIN_SIZE * im_scale); small boxes get score -inf
         # instead of being removed so shapes stay static; they sort last and are dropped below.
         min_w = self.min_size * batch.scales[:, 1:2]
         min_h = self.min_size * batch.scales[:, 0:1]
         big_enough = ((boxes[..., 2] - boxes[..., 0]) >= min_w) & ((boxes[..., 3] - boxes[..., 1]) >= min_h)
-        scores = scores.masked_fill(~big_enough, float("-inf"))
+        scores = scores.view(num_images, -1).masked_fill(~big_enough, float("-inf"))
 
-        keep = nms_keep(boxes, scores, self.nms_thresh, post_nms)  # [N, k]
-        index, valid = gather_selected(keep, post_nms)  # each image's first post_nms keeps, by score
+        # One NMS group per (image, level), each sorted by score: [N * L, k].
+        keep = nms_keep(boxes.view(-1, per_level, 4), scores.view(-1, per_level), self.nms_thresh, post_nms)
+        if num_levels == 1:  # one level: already in score order, the first P keeps are the best P
+            index, valid = gather_selected(keep.view(num_images, -1), post_nms)
+        else:
+            kept_scores = scores.masked_fill(~keep.view(num_images, -1), float("-inf"))
+            best_scores, index = kept_scores.topk(min(post_nms, kept_scores.shape[1]), dim=1)
+            valid = torch.isfinite(best_scores)
         proposals = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
         # Padding slots hold an empty box, not whatever box filled them: after a diverged step that box can be NaN,
         # and torchvision's CPU ROI pooling crashes on NaN coordinates.
         return torch.where(valid.unsqueeze(-1), proposals, torch.zeros_like(proposals)), valid
+
+
+def top_per_level(scores: Tensor, level_counts: List[int], count: int) -> Tuple[Tensor, Tensor]:
+    """Each level's best ``count`` scores (fewer where a level has fewer anchors: padded with -inf) and their
+    anchor indices: ``[N, L, k]`` each, k = min(count, largest level), sorted within each level."""
+    per_level = min(count, max(level_counts))
+    all_scores, all_indices, start = [], [], 0
+    for level_count in level_counts:
+        level_scores, index = scores[:, start:start + level_count].topk(min(count, level_count), dim=1)
+        missing = per_level - index.shape[1]
+        if missing:
+            level_scores = F.pad(level_scores, (0, missing), value=float("-inf"))
+            index = F.pad(index, (0, missing))  # anchor 0 of the level: a harmless box with score -inf
+        all_scores.append(level_scores)
+        all_indices.append(index + start)
+        start += level_count
+    return torch.stack(all_scores, dim=1), torch.stack(all_indices, dim=1)

@@ -45,7 +45,17 @@ def _problems(config: str, overrides) -> list:
 TRAIN_CASES = [
     ("device=gpu", "device=gpu is not allowed: must be auto, cpu, cuda or cuda:N"),
     ("backbone.name=resnet", "backbone.name=resnet is not allowed: must be one of vgg16, resnet18, resnet34, "
-                             "resnet50, resnet101, resnet152"),
+                             "resnet50, resnet101, resnet152, resnet18_fpn, resnet34_fpn, resnet50_fpn, "
+                             "resnet101_fpn, resnet152_fpn"),
+    ("model.input.resize_rounding=ceil", "model.input.resize_rounding=ceil is not allowed: must be one of round, "
+                                         "floor"),
+    ("model.anchor.sizes=[32,0]", "model.anchor.sizes=[32.0, 0.0] is out of range: must be a list of values, "
+                                  "each > 0"),
+    ("model.rpn.conv_depth=0", "model.rpn.conv_depth=0 is out of range: must be >= 1"),
+    ("model.fpn.channels=0", "model.fpn.channels=0 is out of range: must be >= 1"),
+    ("model.fpn.norm=gn", "model.fpn.norm=gn is not allowed: must be one of none, bn, frozen_bn"),
+    ("model.fpn.box_head=mlp", "model.fpn.box_head=mlp is not allowed: must be one of two_fc, conv4_fc"),
+    ("model.fpn.representation_size=0", "model.fpn.representation_size=0 is out of range: must be >= 1"),
     ("backbone.norm=ln", "backbone.norm=ln is not allowed: must be one of frozen_bn, bn, sync_bn, gn"),
     ("backbone.freeze_at=-2", "backbone.freeze_at=-2 is out of range: must be >= -1 (-1 = the backbone's default)"),
     ("backbone.width=0", "backbone.width=0.0 is out of range: must be > 0"),
@@ -210,7 +220,8 @@ def _keys(override_cases) -> set:
 
 
 # Keys with no range: paths, names and train.seed (any integer seeds torch and NumPy alike).
-UNCHECKED = {"backbone.weights", "dataset.name", "dataset.root", "dataset.classes", "train.seed", "train.resume",
+UNCHECKED = {"backbone.weights", "model.weights", "dataset.name", "dataset.root", "dataset.classes", "train.seed",
+             "train.resume",
              *(f"dataset.{kind}.{split}" for kind in ("sets", "ann_file", "img_dir")
                for split in ("train", "val", "test"))}
 
