@@ -162,14 +162,12 @@ def train_rules() -> Dict[str, Rule]:
 
     Built on first use: the choices come from the modules that use them, and frcnn.engine imports this module.
     """
-    return {**_model_rules(), **_data_rules(), **_training_rules()}
+    return {**_model_rules(), **_fpn_rules(), **_data_rules(), **_training_rules()}
 
 
 def _model_rules() -> Dict[str, Rule]:
     from frcnn.modeling.backbones import BACKBONES, NORMS, Backbone
-    from frcnn.modeling.fpn import BOX_HEADS, FPN_NORMS
     from frcnn.modeling.pooling import POOLERS
-    from frcnn.modeling.preprocess import RESIZE_ROUNDINGS
 
     return {
         "device": DEVICE,
@@ -182,8 +180,6 @@ def _model_rules() -> Dict[str, Rule]:
         "model.input.pixel_mean": ListOf(Number(), length=3),
         "model.input.pixel_std": ListOf(POSITIVE, length=3),
         "model.input.size_divisible": COUNT,
-        "model.input.resize_rounding": OneOf(RESIZE_ROUNDINGS),
-        "model.anchor.sizes": ListOf(POSITIVE, nonempty=False),
         "model.anchor.scales": ListOf(POSITIVE),
         "model.anchor.ratios": ListOf(POSITIVE),
         # build_model takes no other: the anchors' stride is the trunk's, and every backbone's trunk has this one.
@@ -202,11 +198,6 @@ def _model_rules() -> Dict[str, Rule]:
         "model.rpn.allowed_border": Number(note="negative = no border filter"),
         "model.rpn.smooth_l1_sigma": POSITIVE,
         "model.rpn.conv_channels": Number(1, also=(-1,), note="-1 = the trunk's channels"),
-        "model.rpn.conv_depth": COUNT,
-        "model.fpn.channels": COUNT,
-        "model.fpn.norm": OneOf(FPN_NORMS),
-        "model.fpn.box_head": OneOf(BOX_HEADS),
-        "model.fpn.representation_size": COUNT,
         "model.roi.batch_size_per_image": COUNT,
         "model.roi.positive_fraction": UNIT,
         "model.roi.fg_iou_thresh": UNIT,
@@ -220,6 +211,22 @@ def _model_rules() -> Dict[str, Rule]:
         "model.roi.score_thresh": UNIT,
         "model.roi.nms_thresh": NMS,
         "model.roi.detections_per_img": COUNT,
+    }
+
+
+def _fpn_rules() -> Dict[str, Rule]:
+    """The keys that torchvision's FPN detectors brought (they serve the C4 models too where they apply)."""
+    from frcnn.modeling.fpn import BOX_HEADS, FPN_NORMS
+    from frcnn.modeling.preprocess import RESIZE_ROUNDINGS
+
+    return {
+        "model.input.resize_rounding": OneOf(RESIZE_ROUNDINGS),
+        "model.anchor.sizes": ListOf(POSITIVE, nonempty=False),
+        "model.rpn.conv_depth": COUNT,
+        "model.fpn.channels": COUNT,
+        "model.fpn.norm": OneOf(FPN_NORMS),
+        "model.fpn.box_head": OneOf(BOX_HEADS),
+        "model.fpn.representation_size": COUNT,
     }
 
 

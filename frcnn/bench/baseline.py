@@ -50,7 +50,12 @@ def build_models(cfg, images: List[Tensor], device: torch.device, *, tv_with: Se
     (frozen BatchNorm calibrated on them first unless ``calibrate`` is False: see :func:`calibrate_frozen_batchnorm`).
     """
     import frcnn
+    from frcnn.modeling.backbones import is_fpn
 
+    if is_fpn(cfg.backbone.name):  # torchvision's own FPN detector, and ours with its weights
+        from frcnn.bench.baseline_fpn import build_fpn_models
+
+        return build_fpn_models(cfg, images, device, tv_with=tv_with, calibrate=calibrate)
     ours = frcnn.build_model(cfg, fold_frozen_bn=False).to(device)  # folded below, after torchvision's copy
     if calibrate:
         calibrate_frozen_batchnorm(ours, images)

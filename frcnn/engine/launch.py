@@ -104,10 +104,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, device: Optional[torch.device]
     log.info("run directory: %s", run_dir.resolve())
     train_set, classes = prepare_training_set(cfg)
     log.info("device %s, amp %s, %d classes: %s", device, amp, len(classes), ", ".join(classes))
-    model = build_training_model(cfg, device)
-    optimizer = build_optimizer(model, tc)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints))
     resume = resolve_resume(tc.resume, checkpointer.folder)
+    model = build_training_model(cfg, device, start_weights=resume is None)  # a resumed run has its own weights
+    optimizer = build_optimizer(model, tc)
     state = load_checkpoint(resume) if resume is not None else None
     start_iter = int(state["iteration"]) if state is not None else 0
     # The loader skips the batches already seen, so iteration k + 1 gets the batch it would have had; under
@@ -143,10 +143,11 @@ def prepare_training_set(cfg: DictConfig):
     return train_set, classes
 
 
-def build_training_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+def build_training_model(cfg: DictConfig, device: torch.device, *, start_weights: bool = True) -> torch.nn.Module:
     from frcnn.modeling.build import build_model
 
-    model = synchronised_batchnorm(build_model(cfg), cfg.backbone.norm, device).to(device)
+    model = build_model(cfg, start_weights=start_weights)
+    model = synchronised_batchnorm(model, cfg.backbone.norm, device).to(device)
     if cfg.train.compile:
         compile_model(model, cfg.model.input.min_size, mode=cfg.train.compile_mode,
                       backend=cfg.train.compile_backend)

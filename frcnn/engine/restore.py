@@ -56,7 +56,7 @@ def load_trained_model(cfg: DictConfig, state: dict, path, device: torch.device)
     """The detector of a train config with the checkpoint's weights, on ``device``, in eval mode."""
     from frcnn.modeling.build import build_model
 
-    model = build_model(cfg)
+    model = build_model(cfg, start_weights=False)  # model.weights only started the training
     check_model_state(state["model"], model, path)
     model.load_state_dict(state["model"])
     return model.to(device).eval()

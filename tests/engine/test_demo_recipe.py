@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from frcnn.data.build import build_dataset, build_test_loader
-from frcnn.engine.inference import run_inference
 from frcnn.engine.launch import train
-from frcnn.evaluation import evaluate_dataset
 
-from helpers import compose_config
+from helpers import compose_config, metrics_on_test_split
 
 
 @pytest.mark.slow
@@ -29,15 +26,6 @@ def test_shapes_demo_detects_on_the_test_split(tmp_path):
     val_metrics = train(cfg, tmp_path / "run")
     assert val_metrics["mAP"] > 0.85, val_metrics
 
-    from frcnn.engine.checkpoint import load_checkpoint
-    from frcnn.modeling.build import build_model
-
-    model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(tmp_path / "run/checkpoints/last.pt")["model"])
-    test_set = build_dataset(cfg.dataset, "test", train=False)
-    # The batch size of frcnn-eval and of the training's evaluation: padding depends on it.
-    loader = build_test_loader(test_set, batch_size=cfg.train.eval_batch_size, loader_cfg=cfg.loader)
-    detections = run_inference(model, loader, device=next(model.parameters()).device)
-    metrics = evaluate_dataset(test_set, detections, cfg.dataset.metric)
+    metrics = metrics_on_test_split(cfg, tmp_path / "run/checkpoints/last.pt")
     print(f"shapes demo recipe: val mAP {val_metrics['mAP']:.4f}, test mAP {metrics['mAP']:.4f}")
     assert metrics["mAP"] > 0.85, metrics

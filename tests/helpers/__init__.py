@@ -104,3 +104,20 @@ def pythonpath(*first) -> str:
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def metrics_on_test_split(cfg, checkpoint) -> dict:
+    """The metrics of ``checkpoint`` (trained with ``cfg``) on the test split, evaluated as frcnn-eval does."""
+    from frcnn.data.build import build_dataset, build_test_loader
+    from frcnn.engine.checkpoint import load_checkpoint
+    from frcnn.engine.inference import run_inference
+    from frcnn.evaluation import evaluate_dataset
+    from frcnn.modeling.build import build_model
+
+    model = build_model(cfg, start_weights=False)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    test_set = build_dataset(cfg.dataset, "test", train=False)
+    # The batch size of frcnn-eval and of the training's evaluation: padding depends on it.
+    loader = build_test_loader(test_set, batch_size=cfg.train.eval_batch_size, loader_cfg=cfg.loader)
+    detections = run_inference(model, loader, device=next(model.parameters()).device)
+    return evaluate_dataset(test_set, detections, cfg.dataset.metric)
