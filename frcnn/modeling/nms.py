@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from frcnn.boxes import batched_box_iou
 
@@ -112,13 +112,27 @@ def nms_prefix(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) -> 
         prefix = min(k, max(int(1.5 * prefix), math.ceil(needed)))
 
 
+def _grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thresh: float) -> Tensor:
+    """Indices that torchvision's NMS keeps within each group, by decreasing score within a group. One kernel call
+    per group present (as torchvision's ``batched_nms`` does for large inputs): its other way, moving the groups
+    apart by coordinate offsets, rounds the coordinates (to 1/32 px at 200 groups of 1333 px) and so decides
+    near-threshold overlaps differently."""
+    kept = [torch.empty(0, dtype=torch.int64, device=boxes.device)]
+    for group in torch.unique(groups).tolist():
+        members = (groups == group).nonzero().squeeze(1)
+        kept.append(members[nms(boxes[members], scores[members], iou_thresh)])
+    return torch.cat(kept)
+
+
 def _nms_on_prefix(boxes: Tensor, scores: Tensor, iou_thresh: float, prefix: int) -> Tensor:
     """Keep mask ``[N, k]`` of torchvision's NMS over each image's first ``prefix`` boxes (valid ones only)."""
     num_images, k = scores.shape
     prefix_scores = scores[:, :prefix].reshape(-1)
-    image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(prefix)
-    kept = batched_nms(boxes[:, :prefix].reshape(-1, 4), prefix_scores, image_index, iou_thresh)
-    kept = kept[torch.isfinite(prefix_scores[kept])]
+    # Only the boxes to decide go to the kernel (a host read: eager code), as torchvision's own heads filter by
+    # score first: with many classes most per-class scores are below the threshold, -inf here.
+    candidates = torch.isfinite(prefix_scores).nonzero().squeeze(1)
+    kept = candidates[_grouped_nms(boxes[:, :prefix].reshape(-1, 4)[candidates], prefix_scores[candidates],
+                                   candidates // prefix, iou_thresh)]
     keep = torch.zeros(num_images, k, dtype=torch.bool, device=boxes.device)
-    keep[image_index[kept], kept % prefix] = True
+    keep[kept // prefix, kept % prefix] = True
     return keep
