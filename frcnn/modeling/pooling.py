@@ -65,18 +65,44 @@ def pool_rois_by_level(
     ``MultiScaleRoIAlign``): level ``floor(canonical_level + log2(sqrt(area) / canonical_size))``, clamped to the
     levels given (``strides`` = 4, 8, 16, 32 for P2..P5).
 
-    One pooling call for all levels, static shapes, no host read: the levels are stacked into one batch of maps of
-    the finest level's size, each padded on the right and bottom by repeating its last column and row (a sample the
-    kernel would clamp to a level's border then reads the same value there), and each ROI is scaled to its level
-    beforehand and pooled from its level's copy of its image (``spatial_scale=1``).
+    In eager CPU code each level's ROIs are pooled from that level (:func:`_pool_level_by_level`); on a GPU and in
+    compiled graphs, where a host read would wait for the device or break the graph, :func:`pool_stacked_levels`
+    pools them all in one call with static shapes.
     """
-    num_images = levels[0].shape[0]
     level = roi_levels(rois[:, 1:], strides, canonical_size, canonical_level)
+    options = dict(pooler=pooler, output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
+    if rois.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _pool_level_by_level(levels, rois, level, strides, options)
+    return pool_stacked_levels(levels, rois, level, strides, options)
+
+
+def pool_stacked_levels(levels: Sequence[Tensor], rois: Tensor, level: Tensor, strides: Sequence[int],
+                        options: dict) -> Tensor:
+    """One pooling call for all levels, no host read: the levels are stacked into one batch of maps of the finest
+    level's size, each padded on the right and bottom by repeating its last column and row (a sample the kernel
+    would clamp to a level's border then reads the same value there), and each ROI is scaled to its level
+    beforehand and pooled from its level's copy of its image (``spatial_scale=1``)."""
+    num_images = levels[0].shape[0]
     scales = torch.tensor([1.0 / s for s in strides], dtype=torch.float32, device=rois.device)[level]
     scaled = torch.cat([(level * num_images + rois[:, 0].long()).to(rois.dtype)[:, None],
                         rois[:, 1:] * scales[:, None].to(rois.dtype)], dim=1)
-    return pool_rois(stack_levels(levels), scaled, pooler=pooler, output_size=output_size, spatial_scale=1.0,
-                     sampling_ratio=sampling_ratio, aligned=aligned)
+    return pool_rois(stack_levels(levels), scaled, spatial_scale=1.0, **options)
+
+
+def _pool_level_by_level(levels: Sequence[Tensor], rois: Tensor, level: Tensor, strides: Sequence[int],
+                         options: dict) -> Tensor:
+    """Eager CPU code: each level's ROIs pooled from that level alone (a host read per level, as torchvision's
+    ``MultiScaleRoIAlign`` does), then put back in ROI order. Cheaper here than stacking the levels, which copies
+    four times the finest level."""
+    pieces, order = [], []
+    for index, (features, stride) in enumerate(zip(levels, strides)):
+        members = (level == index).nonzero().squeeze(1)
+        if members.numel():
+            pieces.append(pool_rois(features, rois[members], spatial_scale=1.0 / stride, **options))
+            order.append(members)
+    if not pieces:  # no ROI at all
+        return pool_rois(levels[0], rois, spatial_scale=1.0 / strides[0], **options)
+    return torch.cat(pieces)[torch.argsort(torch.cat(order))]
 
 
 def roi_levels(boxes: Tensor, strides: Sequence[int], canonical_size: float, canonical_level: int) -> Tensor:

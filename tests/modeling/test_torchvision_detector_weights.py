@@ -168,3 +168,30 @@ def test_our_own_checkpoint_starts_a_model_with_its_weights(tmp_path):
     started = _ours("v1", path)
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(started.state_dict()[key], value, msg=key)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_pooling_the_stacked_levels_equals_pooling_level_by_level(aligned):
+    """The GPU / compiled way (one call on edge-padded, stacked levels) against the eager CPU way (torchvision's
+    ``MultiScaleRoIAlign``'s level by level), with ROIs of every level, some reaching the image's far borders."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from frcnn.modeling.pooling import pool_rois_by_level, pool_stacked_levels, roi_levels
+
+    generator = torch.Generator().manual_seed(0)
+    levels = [torch.randn(2, 8, 128 // s, 192 // s, generator=generator) for s in (1, 2, 4, 8)]  # image 512 x 768
+    corner = torch.rand(60, 2, generator=generator) * torch.tensor([500.0, 300.0])
+    size = 8 + torch.rand(60, 2, generator=generator) * 800
+    boxes = torch.cat([corner, torch.minimum(corner + size, torch.tensor([768.0, 512.0]))], dim=1)
+    rois = torch.cat([torch.arange(60)[:, None].float() % 2, boxes], dim=1)
+    strides, options = (4, 8, 16, 32), dict(pooler="align", output_size=7, sampling_ratio=2, aligned=aligned)
+    level = roi_levels(rois[:, 1:], strides, 224.0, 4)
+    assert set(level.tolist()) == {0, 1, 2, 3}
+    eager = pool_rois_by_level(levels, rois, strides=strides, **options)
+    torch.testing.assert_close(pool_stacked_levels(levels, rois, level, strides, options), eager)
+    if not aligned:  # torchvision's own multi-level pooler
+        theirs = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+        features = {str(i): f for i, f in enumerate(levels)}
+        expected = theirs(features, [boxes[0::2], boxes[1::2]], [(512, 768), (512, 768)])
+        order = torch.cat([torch.arange(0, 60, 2), torch.arange(1, 60, 2)])
+        torch.testing.assert_close(eager[order], expected)
