@@ -106,7 +106,9 @@ class FPNConfig:
     """FPN trunks only (backbone=resnet*_fpn): the pyramid and the box head on its ROI features."""
 
     channels: int = 256  # channels of every pyramid level
-    norm: str = "none"  # none | bn | frozen_bn: after the pyramid's and the conv4_fc box head's convolutions
+    # none | bn | sync_bn (bn synchronised over torchrun's ranks) | frozen_bn: after the pyramid's and the
+    # conv4_fc box head's convolutions
+    norm: str = "none"
     box_head: str = "two_fc"  # two_fc (torchvision's v1: fc6, fc7) | conv4_fc (v2: four 3x3 convs, one fc)
     representation_size: int = 1024  # width of the box head's last fc layer
 

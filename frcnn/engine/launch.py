@@ -147,11 +147,20 @@ def build_training_model(cfg: DictConfig, device: torch.device, *, start_weights
     from frcnn.modeling.build import build_model
 
     model = build_model(cfg, start_weights=start_weights)
-    model = synchronised_batchnorm(model, cfg.backbone.norm, device).to(device)
+    model = synchronised_batchnorm(model, trained_batchnorm(cfg), device).to(device)
     if cfg.train.compile:
         compile_model(model, cfg.model.input.min_size, mode=cfg.train.compile_mode,
                       backend=cfg.train.compile_backend)
     return model
+
+
+def trained_batchnorm(cfg: DictConfig) -> str:
+    """sync_bn, bn or another norm: how the model's trained BatchNorm layers (the backbone's, an FPN's and its box
+    head's) normalise; sync_bn in either part synchronises every BatchNorm layer."""
+    from frcnn.modeling.backbones import is_fpn
+
+    norms = {str(cfg.backbone.norm)} | ({str(cfg.model.fpn.norm)} if is_fpn(cfg.backbone.name) else set())
+    return next((norm for norm in ("sync_bn", "bn") if norm in norms), str(cfg.backbone.norm))
 
 
 def synchronised_batchnorm(model: torch.nn.Module, norm: str, device: torch.device) -> torch.nn.Module:
@@ -161,12 +170,12 @@ def synchronised_batchnorm(model: torch.nn.Module, norm: str, device: torch.devi
     if env_from().world_size == 1 or norm not in ("bn", "sync_bn"):
         return model
     if norm == "bn":
-        log.warning("backbone.norm=bn with %d processes: each normalises over its own share of the batch; "
-                    "backbone.norm=sync_bn normalises over the whole batch, as one process does", env_from().world_size)
+        log.warning("BatchNorm (bn) with %d processes: each normalises over its own share of the batch; "
+                    "sync_bn normalises over the whole batch, as one process does", env_from().world_size)
         return model
     if device.type != "cuda":
-        raise ConfigError("backbone.norm=sync_bn needs CUDA (torch's SyncBatchNorm) when several processes train; "
-                          "on the CPU use backbone.norm=gn or frozen_bn, or bn")
+        raise ConfigError("sync_bn (backbone.norm or model.fpn.norm) needs CUDA (torch's SyncBatchNorm) when several "
+                          "processes train; on the CPU use gn, frozen_bn or bn")
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 

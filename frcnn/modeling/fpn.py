@@ -25,7 +25,7 @@ from frcnn.errors import ConfigError
 
 LEVEL_STRIDES = (4, 8, 16, 32, 64)  # P2..P6
 ROI_LEVELS = 4  # ROIs are pooled from P2..P5; P6 (a max-pooled P5) only serves the RPN, as in the FPN paper
-FPN_NORMS = ("none", "bn", "frozen_bn")
+FPN_NORMS = ("none", "bn", "sync_bn", "frozen_bn")  # sync_bn: bn, synchronised over the ranks of a torchrun job
 BOX_HEADS = ("two_fc", "conv4_fc")  # torchvision's v1 and v2 box heads
 
 
@@ -49,7 +49,8 @@ class FPNTrunk(nn.Module):
 def norm_layer(norm: str) -> Optional[type]:
     if norm not in FPN_NORMS:
         raise ConfigError(f"unknown model.fpn.norm {norm!r}; choose one of: {', '.join(FPN_NORMS)}")
-    return {"none": None, "bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}[norm]
+    # sync_bn: made SyncBatchNorm when a job has several ranks (frcnn.engine.launch.synchronised_batchnorm)
+    return {"none": None, "bn": nn.BatchNorm2d, "sync_bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}[norm]
 
 
 def build_box_head(kind: str, *, channels: int, pool_size: int, representation_size: int, norm: str) -> nn.Module:

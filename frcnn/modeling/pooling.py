@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
+from frcnn.modeling.nms import host_reads_are_free
+
 POOLERS = ("align", "pool")
 MIN_ROIS_PER_THREAD = 16  # below this the thread hand-off costs more than it saves
 
@@ -71,7 +73,7 @@ def pool_rois_by_level(
     """
     level = roi_levels(rois[:, 1:], strides, canonical_size, canonical_level)
     options = dict(pooler=pooler, output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
-    if rois.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host_reads_are_free(rois):
         return _pool_level_by_level(levels, rois, level, strides, options)
     return pool_stacked_levels(levels, rois, level, strides, options)
 

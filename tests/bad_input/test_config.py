@@ -53,7 +53,7 @@ TRAIN_CASES = [
                                   "each > 0"),
     ("model.rpn.conv_depth=0", "model.rpn.conv_depth=0 is out of range: must be >= 1"),
     ("model.fpn.channels=0", "model.fpn.channels=0 is out of range: must be >= 1"),
-    ("model.fpn.norm=gn", "model.fpn.norm=gn is not allowed: must be one of none, bn, frozen_bn"),
+    ("model.fpn.norm=gn", "model.fpn.norm=gn is not allowed: must be one of none, bn, sync_bn, frozen_bn"),
     ("model.fpn.box_head=mlp", "model.fpn.box_head=mlp is not allowed: must be one of two_fc, conv4_fc"),
     ("model.fpn.representation_size=0", "model.fpn.representation_size=0 is out of range: must be >= 1"),
     ("backbone.norm=ln", "backbone.norm=ln is not allowed: must be one of frozen_bn, bn, sync_bn, gn"),

@@ -166,7 +166,7 @@ def test_synchronised_batchnorm_is_bn_in_one_process_and_needs_cuda_in_several(t
                     cwd=tmp_path, timeout=120)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert text.count("backbone.norm=sync_bn needs CUDA") == 1, text
+    assert text.count("sync_bn (backbone.norm or model.fpn.norm) needs CUDA") == 1, text
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     if torch.cuda.is_available():
@@ -211,3 +211,15 @@ def test_one_and_two_processes_train_the_same_model_and_resume_across_world_size
     for other in ("two", "mixed"):
         difference = max_weight_difference(tmp_path / "one" / last, tmp_path / other / last)
         assert difference < WEIGHT_TOLERANCE, f"{other}: max weight difference {difference:.3g} to one process"
+
+
+def test_sync_bn_of_an_fpn_counts_as_the_models_trained_batchnorm():
+    from frcnn.engine.launch import trained_batchnorm
+
+    from helpers import compose_config
+
+    assert trained_batchnorm(compose_config(["backbone=resnet50"])) == "frozen_bn"
+    assert trained_batchnorm(compose_config(["backbone=resnet50_fpn", "fpn=torchvision_v2"])) == "bn"
+    assert trained_batchnorm(compose_config(["backbone=resnet50_fpn", "model.fpn.norm=sync_bn"])) == "sync_bn"
+    # a C4 model has no pyramid: its fpn keys do not count
+    assert trained_batchnorm(compose_config(["backbone=resnet50", "model.fpn.norm=sync_bn"])) == "frozen_bn"

@@ -9,15 +9,18 @@ import torch
 
 import frcnn
 import frcnn.modeling.nms
+import frcnn.modeling.pooling
 import frcnn.modeling.roi_heads
 
 BOXES = {"boxes": torch.tensor([[10.0, 20, 70, 90], [80, 30, 150, 110]]), "labels": torch.tensor([1, 2])}
 ONE_BOX = {"boxes": torch.tensor([[5.0, 5, 60, 140]]), "labels": torch.tensor([3])}
 
 
-@pytest.fixture
-def model(small_config):
-    return frcnn.build_model(small_config("backbone=resnet18", "backbone.pretrained=false", "dataset.classes=[a,b,c]"))
+@pytest.fixture(params=["resnet18", "resnet18_fpn"])
+def model(request, small_config):
+    fpn = ["model.anchor.sizes=[16,32,64,128,256]", "model.fpn.channels=32", "model.fpn.representation_size=64"]
+    return frcnn.build_model(small_config(f"backbone={request.param}", "backbone.pretrained=false",
+                                          "dataset.classes=[a,b,c]", *(fpn if "fpn" in request.param else [])))
 
 
 def core_inputs(model, targets=None):
@@ -54,7 +57,8 @@ def test_the_static_path_detects_what_the_eager_cpu_path_detects(model, monkeypa
     images = [torch.rand(3, 120, 160), torch.rand(3, 130, 110), torch.rand(3, 64, 64)]
     with torch.no_grad():
         eager = model(images)
-        for module in (frcnn.modeling.nms, frcnn.modeling.roi_heads):  # as on CUDA: fixed-point NMS, no host read
+        # As on CUDA: fixed-point NMS, no host read, FPN levels pooled stacked in one call.
+        for module in (frcnn.modeling.nms, frcnn.modeling.roi_heads, frcnn.modeling.pooling):
             monkeypatch.setattr(module, "host_reads_are_free", lambda tensor: False)
         static = model(images)
     assert sum(len(d["boxes"]) for d in eager) > 20  # an untrained head scores every class above 0.05
