@@ -102,9 +102,9 @@ class PyramidAnchorGenerator(nn.Module):
         if len(feature_sizes) != self.num_levels:
             raise ValueError(f"{len(feature_sizes)} feature levels but {self.num_levels} anchor sizes "
                              "(model.anchor.sizes needs one size per level)")
-        key = (tuple(map(tuple, feature_sizes)), tuple(image_size), self.cell_anchors.device)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():  # inside a compiled graph: a few fused ops, cheaper than a cache lookup
             return self._grid(feature_sizes, image_size)
+        key = (tuple(map(tuple, feature_sizes)), tuple(image_size), self.cell_anchors.device)
         if key not in self._cache:
             self._cache[key] = self._grid(feature_sizes, image_size)
         return self._cache[key]
