@@ -1,0 +1,9 @@
+"""Trained detectors as deployable files, and those files run by our own tools.
+
+    export_checkpoint(cfg) -> path       frcnn-export: ONNX model or torch.export program (frcnn.export.writer)
+    load_exported(path, device)          a callable detector over an exported file (frcnn.export.runtime)
+    ExportableDetector, prepare_inputs   the exported graph and its inputs (frcnn.export.graph)
+
+ONNX needs the optional extra ``frcnn[export]`` (onnx, onnxscript, onnxruntime); nothing here imports them before
+they are used.
+"""
