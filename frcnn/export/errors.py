@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from frcnn.errors import FrcnnError
+from frcnn.errors import ConfigError, FrcnnError
 
+# ROI poolers the exported graph can express, and the standard ONNX operator each becomes (frcnn.export.onnx_ops and
+# onnxscript's torch_lib translate them; the export tests check them against torchvision's kernels).
+EXPORTABLE_POOLERS = {"align": "RoiAlign, coordinate_transformation_mode=half_pixel", "pool": "MaxRoiPool"}
 # Packages of the optional extra `frcnn[export]` (pyproject.toml) each use needs.
 EXTRA_PACKAGES = {"onnx": ("onnx", "onnxscript"), "torch_export": (), "onnxruntime": ("onnxruntime",)}
 
@@ -40,4 +43,8 @@ def refuse_exported_file(path: Path, key: str) -> None:
 
 def check_exportable(cfg) -> None:
     """Refuse model options the exported graph cannot express, naming the key and why."""
-    return None
+    pooler = str(cfg.model.roi.pooler)
+    if pooler not in EXPORTABLE_POOLERS:
+        known = "; ".join(f"{name} -> {op}" for name, op in EXPORTABLE_POOLERS.items())
+        raise ConfigError(f"model.roi.pooler={pooler} cannot be exported: ROI pooling must become a standard ONNX "
+                          f"operator, and only these poolers have one ({known})")
