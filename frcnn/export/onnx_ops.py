@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+_INT64_MAX = 2**63 - 1
+
 
 def repeat_interleave_self_int(self, repeats, dim: Optional[int] = None, output_size=None):
     import onnx_ir as ir
@@ -32,10 +34,31 @@ def repeat_interleave_self_int(self, repeats, dim: Optional[int] = None, output_
     return op.Reshape(tiled, merged)
 
 
+def nms_keep(boxes, scores, iou_thresh: float, count: int):
+    """``frcnn::nms_keep`` (greedy NMS keep mask ``[N, k]`` of score-sorted ``boxes [N, k, 4]``) -> ONNX
+    ``NonMaxSuppression`` (one batch entry per image, one class), its selected (image, box) pairs scattered into a
+    zero mask. Boxes at score -inf (padding) are never selected: the score threshold is the lowest float."""
+    import onnx_ir as ir
+    from onnxscript import opset18 as op
+
+    max_keeps = op.Constant(value=ir.tensor([count if count > 0 else _INT64_MAX], dtype=ir.DataType.INT64))
+    iou = op.Constant(value=ir.tensor([iou_thresh], dtype=ir.DataType.FLOAT))
+    lowest = op.Constant(value=ir.tensor([-3.4028234663852886e38], dtype=ir.DataType.FLOAT))
+    selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, op.Constant(value_ints=[1])), max_keeps, iou, lowest)
+    index = op.Gather(selected, op.Constant(value_ints=[0, 2]), axis=1)  # [M, 2]: (image, box)
+    zeros = op.Expand(op.Constant(value_float=0.0), op.Shape(scores))
+    ones = op.Expand(op.Constant(value_float=1.0), op.Shape(selected, start=0, end=1))
+    keep = op.Cast(op.ScatterND(zeros, index, ones), to=ir.DataType.BOOL)
+    return op.And(keep, op.Not(op.IsInf(scores)))
+
+
 def translation_table() -> dict:
     import torch
 
-    return {torch.ops.aten.repeat_interleave.self_int: repeat_interleave_self_int,
+    import frcnn.modeling.nms  # noqa: F401  (registers frcnn::nms_keep)
+
+    return {torch.ops.frcnn.nms_keep.default: nms_keep,
+            torch.ops.aten.repeat_interleave.self_int: repeat_interleave_self_int,
             torch.ops.torchvision.roi_pool.default: roi_pool}
 
 

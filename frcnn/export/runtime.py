@@ -44,6 +44,20 @@ def read_onnx_config(path: Path) -> Tuple[object, DictConfig]:
     return proto, checkpoint_config({"config": json.loads(stored)}, path)
 
 
+def load_program(path) -> Tuple[torch.nn.Module, DictConfig]:
+    """(the program frcnn-export format=torch_export wrote, as a callable module; the train config stored in it). Its
+    graph calls ``torchvision::roi_align`` / ``roi_pool`` and ``frcnn::nms_keep``: importing them registers them."""
+    import torchvision  # noqa: F401  (registers torchvision's operators)
+
+    import frcnn.modeling.nms  # noqa: F401  (registers frcnn::nms_keep)
+    from frcnn.engine.restore import checkpoint_config
+    from frcnn.export.writer import METADATA_KEY
+
+    extra = {METADATA_KEY: ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), checkpoint_config({"config": json.loads(extra[METADATA_KEY])}, path)
+
+
 class OnnxDetector(torch.nn.Module):
     """An ONNX model written by frcnn-export, in onnxruntime, with the detector's eval-mode calling contract."""
 
