@@ -87,11 +87,14 @@ def split_outputs(boxes, scores, labels, count) -> List[dict]:
 
 
 def example_inputs(preprocessor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Two landscape images at the model's test size: what the graph is traced with (sizes from the config, so the
-    shape decisions taken while tracing are those of real inputs)."""
+    """Two images on a landscape canvas of the model's test size: what the graph is traced with (sizes from the
+    config, so the shape decisions taken while tracing are those of real inputs). At least two blocks of
+    ``size_divisible`` per side: a tracer takes a size of one block for a constant."""
+    divisor = preprocessor.size_divisible
     shortest = min(preprocessor.min_size[-1], preprocessor.max_size)
-    images = [torch.zeros(3, shortest, preprocessor.max_size), torch.zeros(3, shortest, shortest + 1)]
-    return prepare_inputs(images, preprocessor)
+    height, width = (max(2, -(-side // divisor)) * divisor for side in (shortest, preprocessor.max_size))
+    sizes = torch.tensor([[height, width], [height, max(width - divisor, divisor)]], dtype=torch.int64)
+    return torch.zeros(2, 3, height, width), sizes, sizes.clone()
 
 
 def dynamic_shapes(preprocessor) -> dict:
