@@ -272,7 +272,7 @@ class EvalAppConfig:
 
 @dataclass
 class PredictAppConfig:
-    checkpoint: str = "???"
+    checkpoint: str = ""  # the training checkpoint (backend=pytorch: required)
     input: str = "???"  # an image file or a folder of images
     output: str = "predictions"
     score_thresh: float = 0.5  # boxes drawn and written at or above this score
@@ -280,6 +280,18 @@ class PredictAppConfig:
     model: Any = field(default_factory=lambda: _override_slots(ModelConfig))  # e.g. model.roi.nms_thresh=0.5
     amp: str = "off"
     device: str = "auto"
+    # pytorch: the checkpoint's model | onnxruntime: the ONNX file `exported` written by frcnn-export (pip install
+    # 'frcnn[export]'); its settings are part of the graph, so model.* cannot change them.
+    backend: str = "pytorch"
+    exported: str = ""
+
+
+@dataclass
+class ExportAppConfig:
+    checkpoint: str = "???"
+    format: str = "onnx"  # onnx | torch_export (a torch.export program, .pt2)
+    output: str = ""  # "" = model.onnx / model.pt2 in the working directory
+    model: Any = field(default_factory=lambda: _override_slots(ModelConfig))  # test-time settings baked in
 
 
 def register_configs() -> None:
@@ -287,6 +299,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainAppConfig)
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="predict_schema", node=PredictAppConfig)
+    cs.store(name="export_schema", node=ExportAppConfig)
 
 
 register_configs()

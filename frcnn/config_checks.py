@@ -6,6 +6,7 @@ refused up front, naming the key, instead of failing deep inside a convolution o
     check_train_config(cfg)    frcnn-train's config (TrainAppConfig)
     check_eval_config(cfg)     frcnn-eval's (EvalAppConfig): its own keys and the model.* / dataset.* given
     check_predict_config(cfg)  frcnn-predict's (PredictAppConfig): its own keys and the model.* given
+    check_export_config(cfg)   frcnn-export's (ExportAppConfig): its own keys and the model.* given
     require_given(cfg)         mandatory keys (``???``, e.g. dataset.root of a custom dataset) are set
 
 Each raises one :class:`~frcnn.errors.ConfigError` listing every problem, one line each, such as
@@ -28,7 +29,8 @@ from frcnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "require_given", "train_rules"]
+__all__ = ["check_train_config", "check_eval_config", "check_predict_config", "check_export_config", "require_given",
+           "train_rules"]
 
 
 # --------------------------------------------------------------------------------------------------- rules
@@ -422,5 +424,16 @@ def check_eval_config(cfg) -> None:
 def check_predict_config(cfg) -> None:
     """Raise ConfigError listing every out-of-range value of a composed predict config (PredictAppConfig)."""
     require_given(cfg)
-    own = {"score_thresh": UNIT, "batch_size": COUNT, "amp": train_rules()["train.amp"], "device": DEVICE}
+    from frcnn.engine.predict import BACKENDS
+
+    own = {"score_thresh": UNIT, "batch_size": COUNT, "amp": train_rules()["train.amp"], "device": DEVICE,
+           "backend": OneOf(BACKENDS)}
     _raise_if_any(_problems(cfg, _own_rules(own, "model.")))
+
+
+def check_export_config(cfg) -> None:
+    """Raise ConfigError listing every unset or out-of-range value of a composed export config (ExportAppConfig)."""
+    from frcnn.export.writer import FORMATS
+
+    require_given(cfg)
+    _raise_if_any(_problems(cfg, _own_rules({"format": OneOf(FORMATS)}, "model.")))

@@ -24,7 +24,9 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.s
   "$PY" -m pip install -q --disable-pip-version-check "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 # cluster: Hydra's joblib/submitit launchers and Optuna sweeper (pyproject.toml pins them); the launcher tests use them.
-echo "[setup] installing frcnn (editable) with test and cluster extras"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test,cluster]" "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+# export: onnx, onnxscript, onnxruntime for frcnn-export / backend=onnxruntime; the export tests use them.
+echo "[setup] installing frcnn (editable) with test, cluster and export extras"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,cluster,export]" "${TORCH_PINS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 "$PY" -c "import torch, torchvision, frcnn; from torchvision.ops import nms; print('[setup] torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 "$PY" -c "import optuna, submitit, joblib, hydra_plugins.hydra_optuna_sweeper, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher; print('[setup] optuna', optuna.__version__, 'submitit', submitit.__version__, 'joblib', joblib.__version__)"
+"$PY" -c "import onnx, onnxscript, onnxruntime; print('[setup] onnx', onnx.__version__, 'onnxscript', onnxscript.__version__, 'onnxruntime', onnxruntime.__version__)"

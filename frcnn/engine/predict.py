@@ -28,6 +28,7 @@ from frcnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+BACKENDS = ("pytorch", "onnxruntime")  # frcnn-predict backend=...: the checkpoint's model, or an exported ONNX file
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
 
 
@@ -93,18 +94,14 @@ def predict(cfg: DictConfig) -> list:
     ``detections.json`` into ``cfg.output``. Returns the detections.json entries. Raises :class:`DataError` at the
     end, once the other images' results are written, if some image files could not be decoded."""
     check_predict_config(cfg)
-    path = Path(str(cfg.checkpoint)).expanduser()
-    state = load_checkpoint(path)
-    train_cfg = checkpoint_config(state, path, given(cfg.model))
     device = resolve_device(cfg.device)
     amp = check_amp(cfg.amp, device)
-    model = load_trained_model(train_cfg, state, path, device)
-    del state
+    model, train_cfg, path = _exported_model(cfg, device) if cfg.backend == "onnxruntime" else _model(cfg, device)
 
     output = Path(str(cfg.output))
     images = ImageFiles(*_input_files(cfg.input, output), list(train_cfg.dataset.classes))
     output.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d images with %s on %s", len(images), path, device)
+    log.info("predicting %d images with %s on %s (%s)", len(images), path, device, cfg.backend)
     loader = DataLoader(images, batch_size=int(cfg.batch_size), shuffle=False, collate_fn=collate)
     detections = run_inference(SkipUndecoded(model), loader, device=device, amp=amp, progress=True, desc="predict")
     entries = _write_outputs(images, detections, output, float(cfg.score_thresh))
@@ -113,6 +110,44 @@ def predict(cfg: DictConfig) -> list:
                         f"in the warning above); the drawings and detections.json in {output} hold the other "
                         f"{len(images) - len(images.errors)}")
     return entries
+
+
+def _model(cfg: DictConfig, device: torch.device):
+    """(the checkpoint's detector on ``device``, its train config, its path): backend=pytorch."""
+    if not cfg.checkpoint:
+        raise ConfigError("no value given for checkpoint: set it on the command line, e.g. checkpoint=... (or run "
+                          "an exported model: backend=onnxruntime exported=model.onnx)")
+    path = Path(str(cfg.checkpoint)).expanduser()
+    state = load_checkpoint(path)
+    train_cfg = checkpoint_config(state, path, given(cfg.model))
+    return load_trained_model(train_cfg, state, path, device), train_cfg, path
+
+
+def _exported_model(cfg: DictConfig, device: torch.device):
+    """(the ONNX model in onnxruntime, the train config stored in it, its path): backend=onnxruntime."""
+    from frcnn.export.runtime import load_onnx_detector
+
+    if not cfg.exported:
+        raise ConfigError("backend=onnxruntime needs exported=PATH: the ONNX file frcnn-export wrote")
+    if cfg.checkpoint:
+        raise ConfigError(f"checkpoint={cfg.checkpoint} and backend=onnxruntime: the model is exported="
+                          f"{cfg.exported}; give one of them (backend=pytorch runs the checkpoint)")
+    overrides = given(cfg.model)
+    if overrides:
+        raise ConfigError(f"model.* overrides ({_dotted(overrides)}) cannot change an exported model: its settings "
+                          "are part of the graph; export again with them: frcnn-export checkpoint=... "
+                          f"{_dotted(overrides)}")
+    if cfg.amp != "off":
+        raise ConfigError(f"amp={cfg.amp} does not apply to backend=onnxruntime (the exported graph is float32): "
+                          "use amp=off")
+    model = load_onnx_detector(cfg.exported, device)
+    return model, model.config, Path(str(cfg.exported)).expanduser()
+
+
+def _dotted(overrides: dict, prefix: str = "model.") -> str:
+    """``{"roi": {"score_thresh": 0.3}}`` -> ``model.roi.score_thresh=0.3`` (space-separated)."""
+    return " ".join(_dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}"
+                    for k, v in overrides.items())
 
 
 def _input_files(source, output: Path) -> tuple[Path, List[Path]]:

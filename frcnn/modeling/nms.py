@@ -8,6 +8,8 @@ data. Two ways to compute it, chosen per device by :func:`nms_keep`:
 - :func:`nms_prefix` (eager CPU): torchvision's NMS on each image's best boxes only, widened until every image has
   ``count`` keeps. Exact and cheapest on a CPU, but its loop reads results on the host: on a GPU each round would be a
   device sync, and a compiler cannot trace it.
+- :func:`nms_keep_op` (exported graphs: ``torch.export``, ONNX): the eager CPU way as one custom operator, which
+  the ONNX export maps to the standard ``NonMaxSuppression``.
 - :func:`nms_fixed_point` (CUDA and compiled graphs): no host round trip, static shapes. Greedy NMS is the unique fixed
   point of ``keep[j] = valid[j] and no kept i < j suppresses j``; iterating that map from "all valid" reaches it after
   as many rounds as the longest chain of suppressions (box a suppresses b, which would have suppressed c, ...).
@@ -47,11 +49,28 @@ def nms_keep(boxes: Tensor, scores: Tensor, iou_thresh: float, count: Optional[i
     """Greedy NMS keep mask ``[N, k]`` (exact for at least each image's first ``count`` keeps, all when ``None``),
     by the method that suits the device: torchvision's kernel in eager CPU code (on a prefix when ``count`` is
     given), the sync-free fixed point on CUDA and under compile."""
+    if torch.compiler.is_exporting():  # one operator, which frcnn-export maps to ONNX NonMaxSuppression
+        return nms_keep_op(boxes, scores, iou_thresh, count or 0)
     if not host_reads_are_free(boxes):
         return nms_fixed_point(boxes, scores, iou_thresh)
     if count is None:
         return _nms_on_prefix(boxes, scores, iou_thresh, scores.shape[1])
     return nms_prefix(boxes, scores, iou_thresh, count)
+
+
+@torch.library.custom_op("frcnn::nms_keep", mutates_args=())
+def nms_keep_op(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) -> Tensor:
+    """:func:`nms_keep` as one operator with a static result shape, for exported graphs: an exported program runs it
+    with torchvision's kernel, ONNX as ``NonMaxSuppression`` (frcnn.export.onnx_ops). ``count`` 0 means all keeps.
+    The fixed point would export too, but its rounds over a [k, k] matrix made onnxruntime 4x slower than PyTorch."""
+    if count <= 0:
+        return _nms_on_prefix(boxes, scores, iou_thresh, scores.shape[1])
+    return nms_prefix(boxes, scores, iou_thresh, count)
+
+
+@nms_keep_op.register_fake
+def _(boxes: Tensor, scores: Tensor, iou_thresh: float, count: int) -> Tensor:
+    return torch.empty_like(scores, dtype=torch.bool)
 
 
 def nms_fixed_point(boxes: Tensor, scores: Tensor, iou_thresh: float, rounds: int = NMS_ROUNDS,

@@ -8,7 +8,8 @@ from helpers import output_of, run_command
 
 @pytest.mark.parametrize("command,example", [("frcnn-train", "frcnn-train experiment=shapes"),
                                              ("frcnn-eval", "frcnn-eval checkpoint="),
-                                             ("frcnn-predict", "frcnn-predict checkpoint=")])
+                                             ("frcnn-predict", "frcnn-predict checkpoint="),
+                                             ("frcnn-export", "frcnn-export checkpoint=")])
 def test_help_says_what_the_command_does(tmp_path, command, example):
     proc = run_command(command, "--help", cwd=tmp_path)
     assert proc.returncode == 0, output_of(proc)

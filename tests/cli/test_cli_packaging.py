@@ -39,6 +39,7 @@ def test_a_plain_install_finds_its_configs_from_any_directory(tmp_path):
         ("frcnn.cli.train", ["experiment=shapes", "--cfg", "job"], "name: resnet18"),
         ("frcnn.cli.eval", ["checkpoint=x.pt", "dataset=voc07", "--cfg", "job"], "name: voc07"),
         ("frcnn.cli.predict", ["checkpoint=x.pt", "input=y", "--cfg", "job"], "score_thresh"),
+        ("frcnn.cli.export", ["checkpoint=x.pt", "--cfg", "job"], "format: onnx"),
     ]
     for module, args, expected in checks:
         heavy = ", frcnn.engine.trainer, frcnn.data.build, frcnn.evaluation" if module.endswith("train") else ""
@@ -46,4 +47,5 @@ def test_a_plain_install_finds_its_configs_from_any_directory(tmp_path):
                 f"sys.argv = ['cmd', *{args!r}]; from {module} import main; main()")
         proc = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert proc.returncode == 0 and expected in proc.stdout, proc.stdout + proc.stderr
-    assert {p.name for p in (target / "bin").iterdir()} >= {"frcnn-train", "frcnn-eval", "frcnn-predict"}
+    assert {p.name for p in (target / "bin").iterdir()} >= {"frcnn-train", "frcnn-eval", "frcnn-predict",
+                                                          "frcnn-export"}

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = str(REPO / "conf")
 # The console scripts of pyproject.toml's [project.scripts] and the module each one runs (its main() under -m).
 COMMAND_MODULES = {"frcnn-train": "frcnn.cli.train", "frcnn-eval": "frcnn.cli.eval",
-                   "frcnn-predict": "frcnn.cli.predict"}
+                   "frcnn-predict": "frcnn.cli.predict", "frcnn-export": "frcnn.cli.export"}
 
 # Small but complete: every stage runs, in a fraction of a second on a CPU.
 SMALL_MODEL = [
