@@ -113,7 +113,7 @@ class PyramidAnchorGenerator(nn.Module):
         device = self.cell_anchors.device
         levels = []
         for (height, width), cells in zip(feature_sizes, self.cell_anchors):
-            stride_y, stride_x = int(image_size[0]) // int(height), int(image_size[1]) // int(width)
+            stride_y, stride_x = image_size[0] // height, image_size[1] // width  # symbolic when exported
             shift_x = torch.arange(width, dtype=torch.float32, device=device) * stride_x
             shift_y = torch.arange(height, dtype=torch.float32, device=device) * stride_y
             shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")

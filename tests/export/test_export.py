@@ -1,7 +1,7 @@
-"""frcnn-export and the exported model in use: a tiny ResNet-18-C4 model trained a few iterations, exported to ONNX
-(the command) and to a torch.export program, gives the detections PyTorch eval gives -- on 3 images of different
-sizes, in batches of 1 and 2 -- in onnxruntime (directly and through frcnn-predict backend=onnxruntime) and after the
-program is reloaded. An image with no detections gives empty outputs."""
+"""frcnn-export and the exported model in use: a tiny ResNet-18-C4 and a tiny ResNet-18-FPN model, trained a few
+iterations, exported to ONNX (the command) and to a torch.export program, give the detections PyTorch eval gives --
+on 3 images of different sizes, in batches of 1 and 2 -- in onnxruntime (directly and through frcnn-predict
+backend=onnxruntime) and after the program is reloaded. An image with no detections gives empty outputs."""
 from __future__ import annotations
 
 import json
@@ -17,9 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 BOX_TOL, SCORE_TOL = 1e-2, 1e-3  # pixels, score units (the issue's acceptance figures)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(checkpoint, its model in eval mode, 3 decoded images of different sizes)."""
+FAMILIES = {"c4": [], "fpn": ["backbone=resnet18_fpn", "model.anchor.sizes=[16,32,64,128,256]",
+                             "model.fpn.channels=32", "model.fpn.representation_size=64"]}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def trained(request, tmp_path_factory):
+    """(checkpoint, its model in eval mode, 3 decoded images of different sizes), for a C4 and an FPN model."""
     from frcnn.data.decode import read_image
     from frcnn.engine.checkpoint import load_checkpoint
     from frcnn.engine.launch import train
@@ -29,7 +33,7 @@ def trained(tmp_path_factory):
     # A model this young scores every class low: a low threshold (stored in the checkpoint, so the export has it too)
     # keeps dozens of detections per image to compare.
     cfg = compose_config([*tiny_overrides(work / "shapes"), "train.max_iters=3", "train.vis_images=0",
-                          "model.roi.score_thresh=0.001"])
+                          "model.roi.score_thresh=0.001", *FAMILIES[request.param]])
     train(cfg, work / "run")
     ckpt = work / "run" / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt)
