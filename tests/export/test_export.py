@@ -104,6 +104,8 @@ def test_onnx_in_onnxruntime_gives_the_pytorch_detections(trained, onnx_file):
     assert isinstance(batch_dim, str) and isinstance(height, str) and isinstance(width, str)  # dynamic
 
 
+# Reloading the FPN model's program takes torch about 20 s (the export another 20): with the slow tests.
+@pytest.mark.parametrize("trained", ["c4", pytest.param("fpn", marks=pytest.mark.slow)], indirect=True)
 def test_torch_export_program_reloads_and_gives_the_pytorch_detections(trained, tmp_path):
     from frcnn.export.graph import prepare_inputs, split_outputs
     from frcnn.export.runtime import load_program
@@ -113,13 +115,14 @@ def test_torch_export_program_reloads_and_gives_the_pytorch_detections(trained, 
     cfg = compose_config([f"checkpoint={ckpt}", "format=torch_export", f"output={tmp_path / 'model.pt2'}"], "export")
     program, config = load_program(export_checkpoint(cfg))
     assert list(config.dataset.classes) == ["circle", "square", "triangle"]
-    for batch in batches(images):
+    for batch in (images[:2], images[2:]):  # the 3 sizes, batches of 2 and 1 (a program runs slowly on a CPU)
         boxes, scores, labels, valid, count = program(*prepare_inputs(batch, model.preprocessor))
         assert torch.equal(valid, torch.arange(valid.shape[1])[None, :] < count[:, None])
         with torch.no_grad():
             assert_same_detections(model(batch), split_outputs(boxes, scores, labels, count))
 
 
+@pytest.mark.parametrize("trained", ["c4"], indirect=True)  # not a family's matter: one model is enough
 def test_images_with_no_detections_give_empty_outputs(trained, tmp_path):
     from frcnn.export.graph import prepare_inputs
     from frcnn.export.runtime import load_onnx_detector
@@ -137,6 +140,7 @@ def test_images_with_no_detections_give_empty_outputs(trained, tmp_path):
     assert count.tolist() == [0, 0] and not valid.any() and not boxes.any() and not scores.any() and not labels.any()
 
 
+@pytest.mark.parametrize("trained", ["c4"], indirect=True)  # not a family's matter: one model is enough
 def test_frcnn_predict_runs_the_onnx_model(trained, onnx_file, tmp_path):
     from PIL import Image
 
