@@ -41,3 +41,9 @@ def read_state_dict(path, setting: str) -> dict:
     if not isinstance(state, dict):
         raise ConfigError(f"{setting}: {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def without_untracked_batch_counts(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict:
+    """``state`` less the BatchNorm ``num_batches_tracked`` counters ``expected`` has no slot for: torchvision's
+    BatchNorm2d files keep them, FrozenBatchNorm2d has none. Not a mismatch."""
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}

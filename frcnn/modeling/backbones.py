@@ -24,7 +24,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from frcnn.errors import ConfigError
 from frcnn.modeling.fpn import LEVEL_STRIDES, FPNTrunk
-from frcnn.state_dicts import read_state_dict, state_dict_mismatch
+from frcnn.state_dicts import read_state_dict, state_dict_mismatch, without_untracked_batch_counts
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 FPN_BACKBONES = tuple(f"{name}_fpn" for name in RESNETS)
@@ -141,8 +141,7 @@ def load_torchvision_weights(model: nn.Module, path: str, name: str) -> None:
     except ConfigError as error:
         raise WeightsMismatchError(str(error)) from None
     expected = model.state_dict()
-    # FrozenBatchNorm2d has no num_batches_tracked buffer; torchvision's files do. Not a mismatch.
-    given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}
+    given = without_untracked_batch_counts(state, expected)
     mismatch = state_dict_mismatch(expected, given, expected_name="expected")
     if mismatch:
         raise WeightsMismatchError(f"backbone.weights: {path} does not fit torchvision's {name}: {mismatch}")

@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Tuple
 from torch import Tensor, nn
 
 from frcnn.modeling.backbones import WeightsMismatchError, fold_frozen_batchnorm
-from frcnn.state_dicts import read_state_dict, state_dict_mismatch
+from frcnn.state_dicts import read_state_dict, state_dict_mismatch, without_untracked_batch_counts
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def from_torchvision(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 def load_matching(model: nn.Module, state: Mapping[str, Tensor], path: str) -> None:
     """Load ``state``; a predictor for another number of classes is left as initialised (said once)."""
     expected = model.state_dict()
-    # FrozenBatchNorm2d keeps no num_batches_tracked; torchvision's BatchNorm2d does. Not a mismatch.
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in expected}
+    state = without_untracked_batch_counts(state, expected)
     state, skipped = _without_other_classes(state, expected)
     mismatch = state_dict_mismatch(expected, state, expected_name="model")
     if mismatch:
